@@ -1,0 +1,129 @@
+"""Evaluation: the ELBO, the importance-weighted bound and the classifier's accuracy.
+
+With K samples z_k ~ q(z|x) per image, log w_k = log p(x|z_k, c) + log p(z_k) - log q(z_k|x):
+- IWAE bound (Burda et al. 2015): log (1/K) sum_k w_k, by log-sum-exp; K = 1 gives the ELBO.
+- ELBO: -(reconstruction + KL), reconstruction = mean_k -log p(x|z_k, c) (the same K samples,
+  which average the Monte Carlo noise away), KL in closed form.
+All values are nats per image; per-image values are averaged in float64.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from vaepipe.data import load_split
+from vaepipe.files import atomic_write_bytes, write_json
+from vaepipe.model import (NUM_DIGITS, VAE, gaussian_nll, kl_to_standard_normal, load_model,
+                           to_float_images)
+from vaepipe.params import Params
+from vaepipe.training import set_up_tensorflow
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def per_image_bounds(model: VAE, x, eps):
+    """For images x (n, 784) and noise eps (n, K, z_dim): per-image IWAE, reconstruction, KL."""
+    n, k, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
+    mu, var = model.encode(x)
+    digit_probs = model.digit_probs(x)
+    z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, K, z_dim)
+    x_mean = model.decode(tf.reshape(z, [n * k, z_dim]),
+                          tf.repeat(digit_probs, k, axis=0))
+    x_mean = tf.reshape(x_mean, [n, k, -1])
+    log_likelihood = -gaussian_nll(x[:, None, :], x_mean, model.decoder_std)  # (n, K)
+    log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+    log_posterior = -0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI,
+                                         axis=-1)
+    log_weights = log_likelihood + log_prior - log_posterior
+    iwae = tf.reduce_logsumexp(log_weights, axis=1) - tf.math.log(tf.cast(k, log_weights.dtype))
+    return iwae, -tf.reduce_mean(log_likelihood, axis=1), kl_to_standard_normal(mu, var)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """counts[actual, predicted] over the 10 digits."""
+    counts = np.zeros((NUM_DIGITS, NUM_DIGITS), dtype=np.int64)
+    np.add.at(counts, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return counts
+
+
+class Evaluator:
+    """Compiled per-batch evaluation of one model with K importance samples per image."""
+
+    def __init__(self, model: VAE, iwae_samples: int, batch_size: int, seed: int,
+                 jit_compile: bool = True):
+        self.model = model
+        self.iwae_samples = iwae_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self._bounds = tf.function(self._batch_bounds, jit_compile=jit_compile)
+
+    def _batch_bounds(self, x, batch_index):
+        seed = tf.stack([tf.constant(self.seed, tf.int64), batch_index])
+        eps = tf.random.stateless_normal([tf.shape(x)[0], self.iwae_samples, self.model.z_dim],
+                                         seed=seed)
+        predictions = tf.argmax(self.model.classify(x), axis=1, output_type=tf.int32)
+        return (*per_image_bounds(self.model, x, eps), predictions)
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
+                 progress=None) -> tuple[dict, np.ndarray]:
+        """Metrics for one split, and the classifier's prediction for each image.
+
+        `stream` keeps the noise of different splits apart while staying a function of the seed.
+        """
+        columns = [[], [], [], []]
+        for batch, start in enumerate(range(0, len(images), self.batch_size)):
+            x = to_float_images(images[start:start + self.batch_size])
+            index = tf.constant(stream * 2**32 + batch, tf.int64)
+            for column, values in zip(columns, self._bounds(x, index)):
+                column.append(values.numpy())
+            if progress is not None:
+                progress.update(len(x))
+        iwae, reconstruction, kl, predictions = (np.concatenate(c) for c in columns)
+        return summarize(iwae, reconstruction, kl, labels, predictions), predictions
+
+
+def summarize(iwae: np.ndarray, reconstruction: np.ndarray, kl: np.ndarray,
+              labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Split-level metrics from per-image values (means in float64)."""
+    iwae, reconstruction, kl = (np.asarray(a, dtype=np.float64) for a in (iwae, reconstruction, kl))
+    counts = confusion_matrix(labels, predictions)
+    per_digit = np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
+    return {
+        "elbo": float(-(reconstruction.mean() + kl.mean())),
+        "reconstruction": float(reconstruction.mean()),
+        "kl": float(kl.mean()),
+        "iwae": float(iwae.mean()),
+        "iwae_stderr": float(iwae.std(ddof=1) / math.sqrt(len(iwae))) if len(iwae) > 1 else 0.0,
+        "accuracy": float(np.trace(counts) / counts.sum()),
+        "accuracy_per_digit": {str(d): float(a) for d, a in enumerate(per_digit)},
+    }
+
+
+def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Path,
+                   metrics_path: str | Path, predictions_path: str | Path) -> dict:
+    """Evaluate the trained model on the test and validation splits; write metrics and predictions."""
+    set_up_tensorflow(params.seed)
+    model = load_model(model_dir)
+    evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
+                          params.seed, params.train.jit_compile)
+    metrics, test_predictions = {}, None
+    for stream, split in enumerate(("test", "val")):
+        data = load_split(prepared_dir, split)
+        with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image", leave=False,
+                  disable=not sys.stderr.isatty()) as progress:
+            metrics[split], predictions = evaluator.evaluate(data.images, data.labels, stream,
+                                                             progress)
+        if split == "test":
+            test_labels, test_predictions = data.labels, predictions
+        print(f"{split}: elbo {metrics[split]['elbo']:.2f}  iwae {metrics[split]['iwae']:.2f} "
+              f"± {metrics[split]['iwae_stderr']:.2f} (K={params.evaluate.iwae_samples})  "
+              f"accuracy {metrics[split]['accuracy']:.4f}", file=sys.stderr)
+    write_json(metrics_path, metrics)
+    table = pd.DataFrame({"actual": test_labels, "predicted": test_predictions})
+    atomic_write_bytes(predictions_path, table.to_csv(index=False).encode())
+    return metrics

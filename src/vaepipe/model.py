@@ -1,0 +1,138 @@
+"""The article's conditional VAE in Keras 3 / TensorFlow 2, its loss terms, and save / load.
+
+Encoder q(z|x) = N(mu(x), diag(var(x))), digit classifier c(x) = softmax(logits(x)), decoder
+p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are float32 rows of
+784 pixel intensities in [0, 1].
+"""
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vaepipe.errors import PipelineError
+
+IMAGE_PIXELS = 28 * 28
+NUM_DIGITS = 10
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def _mlp(hidden_layers, activation: str, output_size: int | None = None, output_activation=None,
+         name: str = "") -> keras.Sequential:
+    """Dense hidden layers, then an optional linear (or `output_activation`) output layer."""
+    layers = [keras.layers.Dense(size, activation=activation) for size in hidden_layers]
+    if output_size is not None:
+        layers.append(keras.layers.Dense(output_size, activation=output_activation))
+    return keras.Sequential(layers, name=name)
+
+
+class VAE(keras.Model):
+    """The article's model. `config` holds the hyperparameters it was built with."""
+
+    def __init__(self, encoder_layers, decoder_layers, digit_classification_layers,
+                 activation: str, decoder_std: float, z_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.config = {
+            "encoder_layers": list(encoder_layers),
+            "decoder_layers": list(decoder_layers),
+            "digit_classification_layers": list(digit_classification_layers),
+            "activation": activation,
+            "decoder_std": float(decoder_std),
+            "z_dim": int(z_dim),
+        }
+        self.z_dim = int(z_dim)
+        self.decoder_std = float(decoder_std)
+        # mu and the variance share the encoder's hidden layers, as in the article.
+        self.encoder_net = _mlp(encoder_layers, activation, name="encoder")
+        self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
+        self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
+        self.classifier_net = _mlp(digit_classification_layers, activation, NUM_DIGITS,
+                                   name="digit_classifier")
+        self.decoder_net = _mlp(decoder_layers, activation, IMAGE_PIXELS, "sigmoid",
+                                name="decoder")
+        self.build_all()
+
+    def build_all(self) -> None:
+        """Create every weight now, so that weights load into a fresh model at once."""
+        self.encoder_net.build((None, IMAGE_PIXELS))
+        hidden = self.encoder_net.compute_output_shape((None, IMAGE_PIXELS))
+        self.mu_layer.build(hidden)
+        self.log_var_layer.build(hidden)
+        self.classifier_net.build((None, IMAGE_PIXELS))
+        self.decoder_net.build((None, self.z_dim + NUM_DIGITS))
+        self.built = True
+
+    def encode(self, x):
+        """q(z|x): the mean and the diagonal variance, each (n, z_dim)."""
+        h = self.encoder_net(x)
+        return self.mu_layer(h), 1e-5 + tf.exp(self.log_var_layer(h))
+
+    def classify(self, x):
+        """Digit logits (n, 10)."""
+        return self.classifier_net(x)
+
+    def digit_probs(self, x):
+        """c(x): the classifier's probabilities of the 10 digits (n, 10)."""
+        return tf.nn.softmax(self.classify(x))
+
+    def decode(self, z, digit_probs):
+        """The mean image f([z, c]) (n, 784) for latents z and digit probabilities c."""
+        return self.decoder_net(tf.concat([z, tf.cast(digit_probs, z.dtype)], axis=1))
+
+    def call(self, x, eps):
+        """Per-image reconstruction NLL, KL and digit logits, with z = mu + sqrt(var) * eps."""
+        mu, var = self.encode(x)
+        z = mu + tf.sqrt(var) * eps
+        logits = self.classify(x)
+        x_mean = self.decode(z, tf.nn.softmax(logits))
+        return gaussian_nll(x, x_mean, self.decoder_std), kl_to_standard_normal(mu, var), logits
+
+
+def gaussian_nll(x, mean, std: float):
+    """-sum over pixels of log N(x; mean, std^2), one value per image."""
+    log_norm = 0.5 * math.log(2.0 * math.pi * std * std)
+    return tf.reduce_sum(log_norm + tf.square(x - mean) / (2.0 * std * std), axis=-1)
+
+
+def kl_to_standard_normal(mu, var):
+    """KL(N(mu, diag(var)) || N(0, I)) in closed form, one value per row."""
+    return -0.5 * tf.reduce_sum(1.0 + tf.math.log(var) - tf.square(mu) - var, axis=-1)
+
+
+def digit_cross_entropy(labels, logits):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                          logits=logits)
+
+
+def total_loss(reconstruction, kl, cross_entropy, digit_classification_weight: float):
+    """The article's training loss: mean(rec + KL) + weight * mean(cross-entropy)."""
+    return (tf.reduce_mean(reconstruction + kl)
+            + digit_classification_weight * tf.reduce_mean(cross_entropy))
+
+
+def to_float_images(images: np.ndarray) -> np.ndarray:
+    """uint8 images of any shape (n, 28, 28) or (n, 784) to float32 rows in [0, 1]."""
+    return (np.asarray(images, dtype=np.float32) / 255.0).reshape(len(images), IMAGE_PIXELS)
+
+
+def save_model(model: VAE, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=2) + "\n")
+    model.save_weights(directory / WEIGHTS_FILE)
+
+
+def load_model(directory: str | Path) -> VAE:
+    """Load a model saved by the train stage (e.g. `vaepipe.load_model("models/vae")`)."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{directory}: no trained model here (run `dvc repro train`)") from None
+    model = VAE(**config)
+    model.load_weights(directory / WEIGHTS_FILE)
+    return model

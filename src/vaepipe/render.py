@@ -1,0 +1,82 @@
+"""The render stage: what each figure shows, computed from the trained model, then drawn."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vaepipe import plotting
+from vaepipe.data import load_split
+from vaepipe.errors import PipelineError
+from vaepipe.files import atomic_dir
+from vaepipe.model import NUM_DIGITS, VAE, load_model, to_float_images
+from vaepipe.params import Params
+
+HISTORY_METRICS = ("train/vae_loss", "val/vae_loss", "train/classifier_loss",
+                   "val/classifier_loss", "val/accuracy")
+TRAVERSAL_RANGE = 3.0
+
+
+def read_history(live_dir: str | Path) -> pd.DataFrame:
+    """Per-epoch metrics from the dvclive files of the train stage, one row per epoch (from 1)."""
+    history = None
+    for metric in HISTORY_METRICS:
+        path = Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv"
+        if not path.exists():
+            raise PipelineError(f"{path}: missing (run `dvc repro train`)")
+        column = pd.read_csv(path, sep="\t").rename(columns={metric.split("/")[-1]: metric})
+        column = column[["step", metric]]
+        history = column if history is None else history.merge(column, on="step")
+    history.insert(0, "epoch", history.pop("step") + 1)
+    return history
+
+
+def one_hot(digits) -> np.ndarray:
+    return np.eye(NUM_DIGITS, dtype=np.float32)[np.asarray(digits)]
+
+
+def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
+    """Decode each image's latent mean with its predicted digit probabilities."""
+    return np.asarray(model.decode(model.encode(x)[0], model.digit_probs(x)))
+
+
+def redraw_as_every_digit(model: VAE, x: np.ndarray) -> np.ndarray:
+    """Keep each image's style (its latent mean) and draw it as digits 0-9: (n, 10, 784)."""
+    mu = np.asarray(model.encode(x)[0])
+    z = np.repeat(mu, NUM_DIGITS, axis=0)
+    digits = np.tile(np.arange(NUM_DIGITS), len(x))
+    return np.asarray(model.decode(z, one_hot(digits))).reshape(len(x), NUM_DIGITS, -1)
+
+
+def latent_traversals(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sweep each latent dimension from -3 to 3 around z = 0 with the digit fixed."""
+    values = np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps, dtype=np.float32)
+    z = np.zeros((model.z_dim, steps, model.z_dim), dtype=np.float32)
+    for dim in range(model.z_dim):
+        z[dim, :, dim] = values
+    flat = z.reshape(-1, model.z_dim)
+    images = np.asarray(model.decode(flat, one_hot(np.full(len(flat), digit))))
+    return images.reshape(model.z_dim, steps, -1), values
+
+
+def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path,
+                 live_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path) -> None:
+    """Write the six figures into `out_dir`, all or none."""
+    model = load_model(model_dir)
+    test = load_split(prepared_dir, "test")
+    x = to_float_images(test.images)
+    shown = params.render
+    with atomic_dir(out_dir) as staging:
+        plotting.plot_sample_grid(np.load(samples_path), staging / "sample_grid.png")
+        plotting.plot_loss_curves(read_history(live_dir), staging / "loss_curves.png")
+        originals = x[:shown.reconstructions]
+        plotting.plot_reconstructions(originals, reconstruct(model, originals),
+                                      staging / "reconstructions.png")
+        sources = x[:shown.style_sources]
+        plotting.plot_style_transfer(sources, redraw_as_every_digit(model, sources),
+                                     staging / "style_transfer.png")
+        plotting.plot_latent_pca(np.asarray(model.encode(x)[0]), test.labels,
+                                 staging / "latent_pca.png")
+        images, values = latent_traversals(model, shown.traversal_steps, shown.traversal_digit)
+        plotting.plot_latent_traversals(images, values, shown.traversal_digit,
+                                        staging / "latent_traversals.png")

@@ -1,0 +1,14 @@
+"""DVC stage `evaluate`: ELBO, IWAE bound and accuracy of models/vae, into reports/metrics.json."""
+
+from vaepipe.errors import run_stage
+from vaepipe.evaluation import evaluate_stage
+from vaepipe.params import load_params
+
+
+def main() -> None:
+    evaluate_stage(load_params(), "models/vae", "data/prepared", "reports/metrics.json",
+                   "reports/evaluate/test_predictions.csv")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,14 @@
+"""DVC stage `render`: the sample grid, loss curves and model pictures, into reports/figures/."""
+
+from vaepipe.errors import run_stage
+from vaepipe.params import load_params
+from vaepipe.render import render_stage
+
+
+def main() -> None:
+    render_stage(load_params(), "models/vae", "models/samples.npy", "reports/train",
+                 "data/prepared", "reports/figures")
+
+
+if __name__ == "__main__":
+    run_stage(main)

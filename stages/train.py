@@ -1,0 +1,13 @@
+"""DVC stage `train`: the article's VAE on data/prepared, into models/ and reports/train/."""
+
+from vaepipe.errors import run_stage
+from vaepipe.params import load_params
+from vaepipe.training import train
+
+
+def main() -> None:
+    train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vaepipe
+from vaepipe.errors import PipelineError
+from vaepipe.model import (VAE, digit_cross_entropy, gaussian_nll, kl_to_standard_normal,
+                           save_model, to_float_images, total_loss)
+
+
+def small_vae(z_dim=3, layers=(16,)) -> VAE:
+    tf.keras.utils.set_random_seed(0)
+    return VAE(layers, layers, layers, "sigmoid", 0.5, z_dim)
+
+
+def test_gaussian_nll_matches_the_density_formula():
+    rng = np.random.default_rng(0)
+    x, mean = rng.random((4, 784)), rng.random((4, 784))
+    std = 0.5
+    density = np.exp(-(x - mean) ** 2 / (2 * std**2)) / (std * math.sqrt(2 * math.pi))
+    expected = -np.log(density).sum(axis=1)
+    got = gaussian_nll(tf.constant(x), tf.constant(mean), std).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_kl_closed_form_agrees_with_monte_carlo():
+    rng = np.random.default_rng(1)
+    mu = np.array([[0.5, -1.0, 0.0]])
+    var = np.array([[0.3, 2.0, 1.0]])
+    z = mu + np.sqrt(var) * rng.standard_normal((400_000, 3))
+    log_q = -0.5 * (((z - mu) ** 2) / var + np.log(2 * np.pi * var)).sum(axis=1)
+    log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(axis=1)
+    monte_carlo = np.mean(log_q - log_p)
+    closed_form = kl_to_standard_normal(tf.constant(mu), tf.constant(var)).numpy()[0]
+    assert closed_form == pytest.approx(monte_carlo, abs=0.01)
+    assert kl_to_standard_normal(tf.zeros((1, 3)), tf.ones((1, 3))).numpy()[0] == 0.0
+
+
+def test_total_loss_is_the_articles_weighted_sum():
+    rec, kl, ce = tf.constant([10.0, 20.0]), tf.constant([1.0, 3.0]), tf.constant([0.5, 1.5])
+    assert total_loss(rec, kl, ce, 10.0).numpy() == pytest.approx(17.0 + 10.0 * 1.0)
+
+
+def test_cross_entropy_matches_numpy():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    labels = np.array([0, 2])
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = -log_softmax[np.arange(2), labels]
+    np.testing.assert_allclose(digit_cross_entropy(labels, tf.constant(logits)).numpy(), expected)
+
+
+@pytest.mark.parametrize("z_dim, layers", [(1, (8,)), (10, (32, 16)), (20, (4,))])
+def test_shapes(z_dim, layers):
+    model = small_vae(z_dim, layers)
+    x = np.random.default_rng(2).random((5, 784)).astype(np.float32)
+    mu, var = model.encode(x)
+    assert mu.shape == var.shape == (5, z_dim)
+    assert np.all(var.numpy() >= 1e-5)
+    assert model.classify(x).shape == (5, 10)
+    decoded = model.decode(mu, model.digit_probs(x)).numpy()
+    assert decoded.shape == (5, 784)
+    assert decoded.min() >= 0.0 and decoded.max() <= 1.0
+    reconstruction, kl, logits = model(x, tf.zeros((5, z_dim)))
+    assert reconstruction.shape == kl.shape == (5,) and logits.shape == (5, 10)
+
+
+def test_call_uses_the_reparameterised_sample():
+    model = small_vae()
+    x = np.random.default_rng(3).random((2, 784)).astype(np.float32)
+    eps = np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)
+    mu, var = model.encode(x)
+    expected = gaussian_nll(x, model.decode(mu + tf.sqrt(var) * eps, model.digit_probs(x)), 0.5)
+    np.testing.assert_allclose(model(x, eps)[0].numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    model = small_vae(z_dim=4, layers=(8, 6))
+    save_model(model, tmp_path / "vae")
+    loaded = vaepipe.load_model(tmp_path / "vae")
+    assert loaded.config == model.config
+    assert len(loaded.weights) == len(model.weights)
+    for before, after in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
+
+
+def test_load_model_without_a_model_names_the_folder(tmp_path):
+    with pytest.raises(PipelineError, match=r"no trained model here"):
+        vaepipe.load_model(tmp_path)
+
+
+def test_to_float_images_scales_uint8_to_unit_interval():
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    images[0, 0, :3] = [255, 51, 102]
+    images[1, 27, 27] = 255
+    floats = to_float_images(images)
+    assert floats.shape == (2, 784) and floats.dtype == np.float32
+    np.testing.assert_allclose(floats[0, :4], [1.0, 0.2, 0.4, 0.0], rtol=1e-6)
+    assert floats[1, 783] == 1.0 and floats.sum() == pytest.approx(2.6)
