@@ -1,5 +1,4 @@
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -7,7 +6,7 @@ import yaml
 from vaepipe.errors import PipelineError
 from vaepipe.params import load_params, parse_params
 
-PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+from conftest import PROJECT_PARAMS
 
 
 @pytest.fixture

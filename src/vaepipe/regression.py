@@ -1,0 +1,127 @@
+"""Regression gate for CI: the workspace's metrics against a base revision's, within tolerances.
+
+    python -m vaepipe.regression [--base REV] [--config regression.yaml]
+
+`dvc metrics diff --json REV` gives {file: {metric: {old, new, diff}}}; it always exits 0 and has
+no notion of better or worse, so this reads the directions, tolerances and absolute floors kept
+in regression.yaml and fails (exit 1) with a table of what moved, by how much and which way.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from vaepipe.errors import PipelineError, run_stage
+
+
+@dataclass(frozen=True)
+class Rule:
+    file: str
+    metric: str
+    higher_is_better: bool
+    tolerance: float
+    floor: float | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: Rule
+    old: float | None
+    new: float | None
+    problem: str  # empty when the metric passes
+
+    @property
+    def worse_by(self) -> float:
+        """How far the metric moved in its worse direction (negative when it improved)."""
+        if self.old is None or self.new is None:
+            return 0.0
+        return (self.old - self.new) if self.rule.higher_is_better else (self.new - self.old)
+
+
+def load_rules(path: str | Path) -> list[Rule]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PipelineError(f"cannot read {path}: {error}") from None
+    rules = []
+    for file, metrics in (raw or {}).items():
+        for metric, spec in metrics.items():
+            where = f"{path}: {file}: {metric}"
+            better = spec.get("better")
+            if better not in ("higher", "lower"):
+                raise PipelineError(f"{where}: better must be higher or lower, got {better!r}")
+            tolerance = spec.get("tolerance", 0.0)
+            if not isinstance(tolerance, int | float) or tolerance < 0:
+                raise PipelineError(f"{where}: tolerance must be a number >= 0, got {tolerance!r}")
+            rules.append(Rule(file, metric, better == "higher", float(tolerance),
+                              spec.get("floor")))
+    return rules
+
+
+def metrics_diff(base: str) -> dict:
+    """`dvc metrics diff --json --all` between `base` and the workspace."""
+    command = ["dvc", "metrics", "diff", "--json", "--all", base]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"`{' '.join(command)}` failed: {last}")
+    return json.loads(result.stdout or "{}")
+
+
+def judge(rule: Rule, diff: dict) -> Verdict:
+    entry = diff.get(rule.file, {}).get(rule.metric, {})
+    old, new = entry.get("old"), entry.get("new")
+    verdict = Verdict(rule, old, new, "")
+    if new is None:
+        return Verdict(rule, old, new, "missing from the workspace")
+    below_floor = rule.floor is not None and (
+        new < rule.floor if rule.higher_is_better else new > rule.floor)
+    if below_floor:
+        return Verdict(rule, old, new, f"past its floor {rule.floor:g}")
+    if verdict.worse_by > rule.tolerance:
+        return Verdict(rule, old, new, f"worse by {verdict.worse_by:.4g} > {rule.tolerance:g}")
+    return verdict
+
+
+def format_table(verdicts: list[Verdict], base: str) -> str:
+    def number(value):
+        return "-" if value is None else f"{value:.4f}"
+    header = ("metric", f"{base}", "workspace", "change", "better", "tolerance", "floor", "result")
+    rows = [header]
+    for v in verdicts:
+        change = "-" if v.old is None or v.new is None else f"{v.new - v.old:+.4f}"
+        rows.append((f"{v.rule.file}:{v.rule.metric}", number(v.old), number(v.new), change,
+                     "higher" if v.rule.higher_is_better else "lower", f"{v.rule.tolerance:g}",
+                     "-" if v.rule.floor is None else f"{v.rule.floor:g}",
+                     "ok" if not v.problem else f"FAIL: {v.problem}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def check(base: str, config: str | Path) -> bool:
+    rules = load_rules(config)
+    diff = metrics_diff(base)
+    verdicts = [judge(rule, diff) for rule in rules]
+    print(format_table(verdicts, base))
+    failures = [v for v in verdicts if v.problem]
+    print(f"\n{len(verdicts) - len(failures)} passed, {len(failures)} failed")
+    return not failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fail when metrics regress against a revision.")
+    parser.add_argument("--base", default="HEAD", help="revision to compare with (default HEAD)")
+    parser.add_argument("--config", default="regression.yaml", help="tolerances and floors")
+    args = parser.parse_args()
+    if not check(args.base, args.config):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)

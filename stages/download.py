@@ -1,0 +1,13 @@
+"""DVC stage `download`: the four canonical MNIST files, verified by SHA-256, into data/raw/."""
+
+from vaepipe.download import download_mnist
+from vaepipe.errors import run_stage
+from vaepipe.params import load_params
+
+
+def main() -> None:
+    download_mnist(load_params().data, "data/raw")
+
+
+if __name__ == "__main__":
+    run_stage(main)

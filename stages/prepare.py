@@ -1,0 +1,14 @@
+"""DVC stage `prepare`: data/raw split into train / validation / test arrays in data/prepared/."""
+
+from vaepipe.data import prepare
+from vaepipe.errors import run_stage
+from vaepipe.params import load_params
+
+
+def main() -> None:
+    data = load_params().data
+    prepare("data/raw", "data/prepared", data.validation_size, data.split_seed)
+
+
+if __name__ == "__main__":
+    run_stage(main)

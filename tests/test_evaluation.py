@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vaepipe.evaluation import Evaluator, confusion_matrix, per_image_bounds, summarize
+from vaepipe.model import VAE
+
+
+@pytest.fixture(scope="module")
+def model() -> VAE:
+    tf.keras.utils.set_random_seed(0)
+    return VAE([16], [16], [16], "sigmoid", 0.5, 3)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return (np.random.default_rng(0).random((12, 28, 28)) * 255).astype(np.uint8)
+
+
+def numpy_log_weights(model, x, eps):
+    """log p(x|z,c) + log p(z) - log q(z|x) written out in numpy, float64."""
+    mu, var = (np.asarray(t, dtype=np.float64) for t in model.encode(x))
+    logits = np.asarray(model.classify(x), dtype=np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    n, k, d = eps.shape
+    z = mu[:, None] + np.sqrt(var)[:, None] * eps
+    means = np.asarray(model.decode(z.reshape(n * k, d).astype(np.float32),
+                                    np.repeat(probs, k, axis=0).astype(np.float32)),
+                       dtype=np.float64).reshape(n, k, -1)
+    std = 0.5
+    log_lik = (-0.5 * ((x[:, None] - means) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))).sum(-1)
+    log_prior = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_q = (-0.5 * (z - mu[:, None]) ** 2 / var[:, None]
+             - 0.5 * np.log(2 * math.pi * var[:, None])).sum(-1)
+    return log_lik + log_prior - log_q, log_lik, mu, var
+
+
+def test_bounds_match_an_independent_numpy_computation(model, images):
+    x = images.reshape(12, 784).astype(np.float32) / 255
+    eps = np.random.default_rng(1).standard_normal((12, 50, 3)).astype(np.float32)
+    log_w, log_lik, mu, var = numpy_log_weights(model, x, eps.astype(np.float64))
+    top = log_w.max(axis=1)
+    expected_iwae = top + np.log(np.mean(np.exp(log_w - top[:, None]), axis=1))
+    expected_kl = 0.5 * (mu**2 + var - 1 - np.log(var)).sum(axis=1)
+    iwae, reconstruction, kl = (t.numpy() for t in per_image_bounds(model, x, eps))
+    np.testing.assert_allclose(iwae, expected_iwae, rtol=1e-5)
+    np.testing.assert_allclose(reconstruction, -log_lik.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(kl, expected_kl, rtol=1e-4, atol=1e-5)
+
+
+def test_single_sample_bound_is_the_single_sample_elbo(model, images):
+    x = images.reshape(12, 784).astype(np.float32) / 255
+    eps = np.random.default_rng(2).standard_normal((12, 1, 3)).astype(np.float32)
+    log_w, *_ = numpy_log_weights(model, x, eps.astype(np.float64))
+    iwae, _, _ = per_image_bounds(model, x, eps)
+    np.testing.assert_allclose(iwae.numpy(), log_w[:, 0], rtol=1e-5)
+
+
+def test_iwae_is_above_the_elbo_and_rises_with_k(model, images):
+    labels = np.arange(12) % 10
+    results = {k: Evaluator(model, k, batch_size=5, seed=3).evaluate(images, labels)[0]
+               for k in (1, 10, 200)}
+    assert results[1]["iwae"] < results[10]["iwae"] < results[200]["iwae"]
+    for metrics in results.values():
+        assert metrics["iwae"] >= metrics["elbo"] - 3 * metrics["iwae_stderr"]
+    assert results[200]["iwae"] > results[200]["elbo"]
+    # The ELBO estimate averages over K samples: K = 200 varies little from seed to seed.
+    again = Evaluator(model, 200, batch_size=5, seed=4).evaluate(images, labels)[0]
+    assert again["elbo"] == pytest.approx(results[200]["elbo"], abs=0.1)
+
+
+def test_same_seed_same_numbers_whatever_the_batch_size(model, images):
+    labels = np.arange(12) % 10
+    first = Evaluator(model, 20, batch_size=4, seed=5).evaluate(images, labels)
+    second = Evaluator(model, 20, batch_size=4, seed=5).evaluate(images, labels)
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_accuracy_and_confusion_matrix_agree():
+    labels = np.array([0, 0, 1, 1, 1, 2, 9])
+    predictions = np.array([0, 1, 1, 1, 2, 2, 9])
+    counts = confusion_matrix(labels, predictions)
+    assert counts.sum() == 7 and counts[0, 1] == 1 and counts[1, 2] == 1 and counts[9, 9] == 1
+    metrics = summarize(np.zeros(7), np.ones(7), np.ones(7), labels, predictions)
+    assert metrics["accuracy"] == pytest.approx(5 / 7) == pytest.approx(np.trace(counts) / 7)
+    assert metrics["accuracy_per_digit"]["1"] == pytest.approx(2 / 3)
+    assert metrics["accuracy_per_digit"]["3"] == 0.0  # no such digit: reported, not a crash
+    assert metrics["elbo"] == -2.0
+
+
+def test_stderr_is_the_standard_error_of_the_per_image_bound():
+    iwae = np.array([-100.0, -110.0, -90.0, -104.0])
+    metrics = summarize(iwae, np.zeros(4), np.zeros(4), np.zeros(4, int), np.zeros(4, int))
+    assert metrics["iwae"] == pytest.approx(-101.0)
+    assert metrics["iwae_stderr"] == pytest.approx(np.std(iwae, ddof=1) / 2)

@@ -1,0 +1,118 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vaepipe.errors import PipelineError
+from vaepipe.params import load_params
+from vaepipe.training import (Trainer, build_model, chunked_dataset, epoch_chunks,
+                              select_strategy, set_up_tensorflow)
+from tqdm import tqdm
+
+from conftest import PROJECT_PARAMS
+
+
+def tiny_params(**changes):
+    params = load_params(PROJECT_PARAMS)
+    params = dataclasses.replace(params, encoder_layers=(16,), decoder_layers=(16,),
+                                 digit_classification_layers=(16,), z_dim=2, batch_size=10,
+                                 learning_rate=0.01, **changes)
+    return dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                 steps_per_execution=3))
+
+
+def tiny_images(n=60, seed=0):
+    """Two kinds of image (left half lit / right half lit) labelled 0 and 1."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n).astype(np.uint8)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        columns = slice(0, 14) if label == 0 else slice(14, 28)
+        images[i, :, columns] = rng.integers(150, 256, (28, 14))
+    return images, labels
+
+
+def make_trainer(params) -> Trainer:
+    set_up_tensorflow(params.seed)
+    strategy = select_strategy("cpu", False, [])
+    with strategy.scope():
+        return Trainer(build_model(params), keras.optimizers.Adam(params.learning_rate), params,
+                       strategy)
+
+
+def train_epochs(params, images, labels, epochs):
+    trainer = make_trainer(params)
+    chunks = epoch_chunks(images, labels, params, trainer.strategy)
+    steps = len(images) // params.batch_size
+    for _ in range(epochs):
+        trainer.train_epoch(chunks, -(-steps // params.train.steps_per_execution),
+                            tqdm(total=steps, disable=True))
+    return trainer
+
+
+def test_a_few_epochs_lower_both_losses():
+    params = tiny_params()
+    images, labels = tiny_images()
+    trainer = make_trainer(params)
+    before = trainer.measure(images, labels, 0)
+    trained = train_epochs(params, images, labels, epochs=5)
+    after = trained.measure(images, labels, 0)
+    assert after["vae_loss"] < before["vae_loss"] - 10
+    assert after["classifier_loss"] < before["classifier_loss"]
+    assert after["accuracy"] == 1.0
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    images, labels = tiny_images()
+    first = train_epochs(tiny_params(), images, labels, epochs=2)
+    second = train_epochs(tiny_params(), images, labels, epochs=2)
+    other = train_epochs(tiny_params(seed=7), images, labels, epochs=2)
+    for a, b in zip(first.model.weights, second.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(first.model.weights[0].numpy(), other.model.weights[0].numpy())
+
+
+def test_optimizer_takes_one_step_per_batch():
+    params = tiny_params()
+    images, labels = tiny_images(n=65)  # 6 full batches of 10, in chunks of 3, rest dropped
+    trainer = train_epochs(params, images, labels, epochs=2)
+    assert int(trainer.optimizer.iterations.numpy()) == 12
+
+
+def test_chunks_are_batch_first_and_cover_an_epoch_once():
+    images, labels = tiny_images(n=40)
+    images[:, 0, 0] = np.arange(40)  # tag each image
+    chunks = list(chunked_dataset(images, labels, 10, 3, seed=0))
+    assert [tuple(c[0].shape) for c in chunks] == [(10, 3, 784), (10, 1, 784)]
+    tags = np.concatenate([np.ravel(tf.transpose(c[0][:, :, 0])) for c in chunks]) * 255
+    assert sorted(np.rint(tags).astype(int)) == list(range(40))
+
+
+def test_batch_larger_than_the_data_is_a_param_error():
+    images, labels = tiny_images(n=5)
+    with pytest.raises(PipelineError, match=r"params.yaml: batch_size: 10 is more than the 5"):
+        chunked_dataset(images, labels, 10, 3, seed=0)
+
+
+def test_device_selection():
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    assert isinstance(select_strategy("auto", False, []), tf.distribute.OneDeviceStrategy)
+    assert select_strategy("auto", False, []).extended.worker_devices[0].endswith("CPU:0")
+    assert select_strategy("cpu", False, [gpu]).extended.worker_devices[0].endswith("CPU:0")
+    with pytest.raises(PipelineError, match=r"train.device: gpu asked for, but TensorFlow sees no GPU"):
+        select_strategy("gpu", False, [])
+
+
+def test_device_selection_prefers_a_visible_gpu(monkeypatch):
+    # Strategies check device names against the machine, so record what would be built.
+    built = []
+    monkeypatch.setattr(tf.distribute, "OneDeviceStrategy", lambda device: built.append(device))
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda: built.append("mirrored"))
+    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
+    select_strategy("auto", False, gpus[:1])
+    select_strategy("gpu", False, gpus)
+    select_strategy("gpu", True, gpus)
+    select_strategy("auto", True, gpus[:1])
+    assert built == ["/gpu:0", "/gpu:0", "mirrored", "/gpu:0"]
