@@ -50,3 +50,14 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "m.json").read_text() == '{\n  "a": 1\n}\n'
     assert mode(tmp_path / "m.json") == 0o644
     assert mode(tmp_path / "d") == 0o755
+
+
+def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
+    leftover = tmp_path / ".out.abc123.tmp"
+    leftover.mkdir()
+    (leftover / "half.bin").write_bytes(b"half")
+    unrelated = tmp_path / ".other.abc123.tmp"
+    unrelated.mkdir()
+    with atomic_dir(tmp_path / "out") as staging:
+        (staging / "whole.bin").write_bytes(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.tmp", "out"]

@@ -16,5 +16,5 @@ def run_stage(main: Callable[[], None]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no output was kept", file=sys.stderr)
+        print("interrupted: the previous outputs are left as they were", file=sys.stderr)
         sys.exit(130)

@@ -25,6 +25,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path` in one rename."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed outright (SIGKILL, power loss) cannot clean up after itself: the next does.
+    # DVC never runs a stage twice at once, so no live run owns these.
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         _usual_permissions(staging, directory=True)

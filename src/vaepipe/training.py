@@ -180,6 +180,33 @@ def format_epoch(epoch: int, epochs: int, train: dict, val: dict, seconds: float
             f"val accuracy {val['accuracy']:.4f}  {seconds:5.1f}s")
 
 
+def run_epochs(trainer: Trainer, train_split, val_split, live: Live) -> np.ndarray:
+    """Train for the configured epochs, logging each; return the sample rows (epochs, 10, 784)."""
+    params = trainer.params
+    chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy)
+    steps_per_epoch = len(train_split.images) // params.batch_size
+    chunks_per_epoch = math.ceil(steps_per_epoch / params.train.steps_per_execution)
+    sample_rng = np.random.default_rng(params.seed)
+    samples = []
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
+                  disable=not sys.stderr.isatty()) as progress:
+            trainer.train_epoch(chunks, chunks_per_epoch, progress)
+        # Measurement noise gets its own counter range, far from the training steps'.
+        counter = 2**40 + epoch * 2**24
+        metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
+                   "val": trainer.measure(val_split.images, val_split.labels, counter + 2**23)}
+        samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
+        for split, values in metrics.items():
+            for name, value in values.items():
+                live.log_metric(f"{split}/{name}", value)
+        live.next_step()
+        print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
+                           time.perf_counter() - started), file=sys.stderr)
+    return np.stack(samples).astype(np.float32)
+
+
 def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
           samples_path: str | Path, live_dir: str | Path) -> VAE:
     """Train the article's VAE on the prepared splits; write the model, samples and metrics."""
@@ -187,35 +214,16 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
     strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
     print(f"training on {describe(strategy)}", file=sys.stderr)
     train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
-    chunks = epoch_chunks(train_split.images, train_split.labels, params, strategy)
-    steps_per_epoch = len(train_split.images) // params.batch_size
-    chunks_per_epoch = math.ceil(steps_per_epoch / params.train.steps_per_execution)
-    sample_rng = np.random.default_rng(params.seed)
     with strategy.scope():
         trainer = Trainer(build_model(params), keras.optimizers.Adam(params.learning_rate), params,
                           strategy)
-    samples = []
-    with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        for epoch in range(1, params.epochs + 1):
-            started = time.perf_counter()
-            with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
-                      disable=not sys.stderr.isatty()) as progress:
-                trainer.train_epoch(chunks, chunks_per_epoch, progress)
-            # Measurement noise gets its own counter range, far from the training steps'.
-            counter = 2**40 + epoch * 2**24
-            metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
-                       "val": trainer.measure(val_split.images, val_split.labels, counter + 2**23)}
-            samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
-            for split, values in metrics.items():
-                for name, value in values.items():
-                    if (split, name) != ("train", "accuracy"):
-                        live.log_metric(f"{split}/{name}", value)
-            live.next_step()
-            print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
-                               time.perf_counter() - started), file=sys.stderr)
-    with atomic_dir(model_dir) as staging:
-        save_model(trainer.model, staging)
-    atomic_write_bytes(samples_path, npy_bytes(np.stack(samples).astype(np.float32)))
+    # Each output is swapped in whole at the end: a failed or stopped run keeps the last results.
+    with atomic_dir(live_dir) as live_staging:
+        with Live(str(live_staging), dvcyaml=None, save_dvc_exp=False) as live:
+            samples = run_epochs(trainer, train_split, val_split, live)
+        with atomic_dir(model_dir) as model_staging:
+            save_model(trainer.model, model_staging)
+        atomic_write_bytes(samples_path, npy_bytes(samples))
     return trainer.model
 
 

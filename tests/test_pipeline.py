@@ -1,0 +1,213 @@
+"""The pipeline as users drive it with DVC, in a throwaway git repository built from the project.
+
+The copy differs from the project in two ways only: tiny params, and a `download` stage that
+writes tiny generated IDX files (the real one verifies the canonical MNIST hashes).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT
+
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", "stages", "src")
+TINY_PARAMS = {
+    "encoder_layers": [16], "decoder_layers": [16], "digit_classification_layers": [16],
+    "z_dim": 2, "epochs": 2, "batch_size": 10,
+}
+TINY_GROUPS = {
+    "data": {"validation_size": 20},
+    "train": {"steps_per_execution": 2},
+    "evaluate": {"iwae_samples": 5, "batch_size": 10},
+    "render": {"reconstructions": 3, "style_sources": 2, "traversal_steps": 3},
+}
+MAKE_TINY_RAW = """\
+import numpy as np
+from vaepipe.data import MNIST_FILES, write_idx
+from vaepipe.files import atomic_dir
+
+rng = np.random.default_rng(0)
+sizes = (80, 80, 20, 20)
+with atomic_dir("data/raw") as out:
+    for name, n in zip(MNIST_FILES, sizes):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        high = 256 if "images" in name else 10
+        (out / name).write_bytes(write_idx(rng.integers(0, high, shape, dtype=np.uint8)))
+"""
+STAGES = ("download", "prepare", "train", "evaluate", "render")
+
+
+class Repo:
+    """A git + DVC repository in a folder, driven through the commands users type."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        venv_bin = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+                    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True,
+                                text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+
+    def commit(self, message: str) -> str:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+        return self.run("git", "rev-parse", "HEAD").stdout.strip()
+
+    def metrics(self) -> dict:
+        return json.loads((self.root / "reports" / "metrics.json").read_text())
+
+
+def ran_stages(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+def tiny_params(path: Path) -> None:
+    params = yaml.safe_load(path.read_text())
+    params.update(TINY_PARAMS)
+    for group, values in TINY_GROUPS.items():
+        params[group].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def tiny_download_stage(path: Path) -> None:
+    pipeline = yaml.safe_load(path.read_text())
+    pipeline["stages"]["download"] = {"cmd": "python make_tiny_raw.py",
+                                      "deps": ["make_tiny_raw.py"], "outs": ["data/raw"]}
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    """A throwaway copy of the project after `dvc repro`, committed."""
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    (root / "make_tiny_raw.py").write_text(MAKE_TINY_RAW)
+    tiny_params(root / "params.yaml")
+    tiny_download_stage(root / "dvc.yaml")
+    project = Repo(root)
+    project.run("git", "init", "-q", "-b", "main")
+    project.dvc("init", "-q")
+    project.dvc("config", "core.analytics", "false")
+    project.commit("tiny pipeline")
+    result = project.dvc("repro")
+    assert ran_stages(result.stdout) == list(STAGES)
+    project.commit("tiny pipeline's results")
+    return project
+
+
+def test_repro_writes_every_output_and_leaves_a_clean_status(repo):
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+    metrics = repo.metrics()
+    for split in ("test", "val"):
+        assert {"elbo", "reconstruction", "kl", "iwae", "iwae_stderr",
+                "accuracy"} <= metrics[split].keys()
+        assert metrics[split]["elbo"] < 0 and metrics[split]["iwae"] < 0
+        assert 0 <= metrics[split]["accuracy"] <= 1
+    figures = sorted(p.name for p in (repo.root / "reports" / "figures").iterdir())
+    assert figures == ["latent_pca.png", "latent_traversals.png", "loss_curves.png",
+                       "reconstructions.png", "sample_grid.png", "style_transfer.png"]
+    assert "Stage 'render' didn't change" in repo.dvc("repro").stdout
+
+
+def test_evaluate_again_gives_the_same_numbers(repo):
+    before = repo.metrics()
+    repo.dvc("repro", "-f", "evaluate", "--single-item")
+    assert repo.metrics() == before
+
+
+def test_exp_run_with_a_new_z_dim_retrains_only_what_depends_on_it(repo):
+    result = repo.dvc("exp", "run", "-S", "z_dim=3")
+    assert ran_stages(result.stdout) == ["train", "evaluate", "render"]
+    config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
+    assert config["z_dim"] == 3
+    exps = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    experiments = [exp for commit in exps for exp in (commit.get("experiments") or [])]
+    runs = [run for exp in experiments for run in exp["revs"]]
+    params = [run["data"]["params"]["params.yaml"]["data"]["z_dim"] for run in runs]
+    assert 3 in params
+    run = runs[params.index(3)]
+    shown = run["data"]["metrics"]["reports/metrics.json"]["data"]["test"]
+    assert shown["elbo"] == repo.metrics()["test"]["elbo"]
+    repo.run("git", "checkout", "-q", "--", ".")
+    repo.dvc("checkout", "-q")
+
+
+def test_bad_param_fails_before_training_and_keeps_the_results(repo):
+    before = repo.metrics()
+    for setting, message in [("z_dim=0", "params.yaml: z_dim: must be at least 1, got 0"),
+                             ("activation=relux", "params.yaml: activation: must be one of"),
+                             ("batch_size=-1", "params.yaml: batch_size: must be at least 1")]:
+        result = repo.dvc("exp", "run", "-S", setting, check=False)
+        assert result.returncode != 0
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "epoch 1/" not in result.stderr
+        repo.run("git", "checkout", "-q", "--", "params.yaml")
+        assert repo.metrics() == before
+        assert repo.run("git", "status", "--porcelain").stdout == ""
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+
+
+def test_metrics_diff_across_commits_and_the_regression_gate(repo):
+    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    params = yaml.safe_load((repo.root / "params.yaml").read_text())
+    params["epochs"] = 3
+    (repo.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo.dvc("repro")
+    repo.commit("three epochs")
+    diff = json.loads(repo.dvc("metrics", "diff", base, "--json").stdout)
+    elbo = diff["reports/metrics.json"]["test.elbo"]
+    assert elbo["new"] == repo.metrics()["test"]["elbo"] and elbo["old"] != elbo["new"]
+    assert "epochs" in repo.dvc("params", "diff", base).stdout
+
+    gate = [sys.executable, "-m", "vaepipe.regression", "--config", "gate.yaml"]
+    (repo.root / "gate.yaml").write_text(
+        "reports/metrics.json:\n  test.elbo: {better: higher, tolerance: 1.0}\n")
+    same = repo.run(*gate)
+    assert "1 passed, 0 failed" in same.stdout
+    metrics = repo.metrics()
+    metrics["test"]["elbo"] -= 0.5  # within tolerance
+    (repo.root / "reports" / "metrics.json").write_text(json.dumps(metrics))
+    assert repo.run(*gate).returncode == 0
+    metrics["test"]["elbo"] -= 2.0  # 2.5 nats worse than HEAD
+    (repo.root / "reports" / "metrics.json").write_text(json.dumps(metrics))
+    worse = repo.run(*gate, check=False)
+    assert worse.returncode == 1
+    assert "FAIL: worse by 2.5 > 1" in worse.stdout and "0 passed, 1 failed" in worse.stdout
+    repo.run("git", "checkout", "-q", "--", ".")
+    (repo.root / "gate.yaml").unlink()
+
+
+def test_push_then_pull_into_a_fresh_clone_needs_no_rerun(repo, tmp_path):
+    remote = tmp_path / "remote"
+    repo.dvc("remote", "add", "-f", "-d", "local", str(remote))
+    repo.commit("add a local remote")
+    repo.dvc("push", "-q")
+    clone = Repo(tmp_path / "clone")
+    clone.root.mkdir()
+    clone.run("git", "clone", "-q", str(repo.root), ".")
+    clone.dvc("pull", "-q")
+    assert (clone.root / "models" / "vae" / "model.weights.h5").exists()
+    assert (clone.root / "reports" / "figures" / "sample_grid.png").exists()
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
