@@ -211,3 +211,15 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_rerun(repo, tmp_path):
     assert (clone.root / "models" / "vae" / "model.weights.h5").exists()
     assert (clone.root / "reports" / "figures" / "sample_grid.png").exists()
     assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+
+
+def test_stale_check_names_the_stage_whose_code_changed(repo):
+    stale_check = (sys.executable, "-m", "vaepipe.regression", "--stale")
+    assert "dvc.lock matches the code and params" in repo.run(*stale_check).stdout
+    with open(repo.root / "stages" / "evaluate.py", "a") as script:
+        script.write("# changed\n")
+    result = repo.run(*stale_check, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: dvc.lock is out of date for: evaluate "
+                                     "(run `dvc repro` and commit dvc.lock)")
+    repo.run("git", "checkout", "-q", "--", ".")

@@ -1,6 +1,9 @@
-"""Regression gate for CI: the workspace's metrics against a base revision's, within tolerances.
+"""Regression gates for CI.
 
     python -m vaepipe.regression [--base REV] [--config regression.yaml]
+    python -m vaepipe.regression --stale
+
+The first compares the workspace's metrics with a base revision's, within tolerances.
 
 `dvc metrics diff --json REV` gives {file: {metric: {old, new, diff}}}; it always exits 0 and has
 no notion of better or worse, so this reads the directions, tolerances and absolute floors kept
@@ -9,6 +12,7 @@ in regression.yaml and fails (exit 1) with a table of what moved, by how much an
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -73,6 +77,20 @@ def metrics_diff(base: str) -> dict:
     return json.loads(result.stdout or "{}")
 
 
+def stale_stages() -> list[str]:
+    """Stages whose code, params or inputs changed since dvc.lock was written.
+
+    `dvc repro --dry --allow-missing` lists them without running anything (and without needing
+    the outputs), but exits 0 either way: its output says which would run.
+    """
+    command = ["dvc", "repro", "--dry", "--allow-missing"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"`{' '.join(command)}` failed: {last}")
+    return re.findall(r"^Running stage '([^']+)'", result.stdout, flags=re.MULTILINE)
+
+
 def judge(rule: Rule, diff: dict) -> Verdict:
     entry = diff.get(rule.file, {}).get(rule.metric, {})
     old, new = entry.get("old"), entry.get("new")
@@ -118,8 +136,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Fail when metrics regress against a revision.")
     parser.add_argument("--base", default="HEAD", help="revision to compare with (default HEAD)")
     parser.add_argument("--config", default="regression.yaml", help="tolerances and floors")
+    parser.add_argument("--stale", action="store_true",
+                        help="only check that dvc.lock matches the code and params")
     args = parser.parse_args()
-    if not check(args.base, args.config):
+    if args.stale:
+        stale = stale_stages()
+        if stale:
+            raise PipelineError(f"dvc.lock is out of date for: {', '.join(stale)} "
+                                "(run `dvc repro` and commit dvc.lock)")
+        print("dvc.lock matches the code and params")
+    elif not check(args.base, args.config):
         sys.exit(1)
 
 
