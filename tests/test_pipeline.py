@@ -130,6 +130,18 @@ def test_repro_writes_every_output_and_leaves_a_clean_status(repo):
     assert "Stage 'render' didn't change" in repo.dvc("repro").stdout
 
 
+def test_plots_show_draws_the_figures_the_history_and_the_confusion_matrix(repo, tmp_path):
+    repo.dvc("plots", "show", "-o", str(tmp_path / "html"))
+    page = (tmp_path / "html" / "index.html").read_text()
+    for figure in ("sample_grid", "loss_curves", "reconstructions", "style_transfer",
+                   "latent_pca", "latent_traversals"):
+        assert f'<img src="static/workspace_reports_figures_{figure}.png">' in page
+        assert (tmp_path / "html" / "static" / f"workspace_reports_figures_{figure}.png").exists()
+    for title in ("VAE loss per epoch (nats per image)", "Classifier loss per epoch",
+                  "Test confusion matrix", "reports/train/plots/metrics/val/accuracy.tsv"):
+        assert title in page
+
+
 def test_evaluate_again_gives_the_same_numbers(repo):
     before = repo.metrics()
     repo.dvc("repro", "-f", "evaluate", "--single-item")
