@@ -7,6 +7,7 @@ writes tiny generated IDX files (the real one verifies the canonical MNIST hashe
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,39 @@ def test_stale_check_names_the_stage_whose_code_changed(repo):
     assert result.stderr.strip() == ("error: dvc.lock is out of date for: evaluate "
                                      "(run `dvc repro` and commit dvc.lock)")
     repo.run("git", "checkout", "-q", "--", ".")
+
+
+def start_training_and_stop_it(repo: Repo, stop_signal: int) -> None:
+    """Start `dvc repro train`, then send `stop_signal` to its process group after epoch 2."""
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo.root,
+                               env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    for line in process.stderr:
+        if line.startswith("epoch  2/"):
+            break
+    os.killpg(process.pid, stop_signal)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+
+
+def output_bytes(repo: Repo) -> dict:
+    paths = [*(repo.root / "models").rglob("*"), *(repo.root / "reports" / "train").rglob("*")]
+    return {str(p.relative_to(repo.root)): p.read_bytes() for p in paths if p.is_file()}
+
+
+def test_stopped_training_keeps_the_old_results_and_repro_recovers(repo):
+    before = output_bytes(repo)
+    params = yaml.safe_load((repo.root / "params.yaml").read_text())
+    params["epochs"] = 40
+    (repo.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stop_signal in (signal.SIGINT, signal.SIGKILL):
+        start_training_and_stop_it(repo, stop_signal)
+        assert output_bytes(repo) == before
+    assert "Running stage 'train'" in repo.dvc("repro").stdout  # no clean-up needed first
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+    assert not list(repo.root.rglob(".*.tmp"))
+    assert len((repo.root / "reports/train/plots/metrics/val/vae_loss.tsv").read_text()
+               .splitlines()) == 1 + 40
+    repo.run("git", "checkout", "-q", "--", ".")
+    repo.dvc("checkout", "-q")
+    assert output_bytes(repo) == before
