@@ -72,7 +72,7 @@ def test_iwae_is_above_the_elbo_and_rises_with_k(model, images):
     assert again["elbo"] == pytest.approx(results[200]["elbo"], abs=0.1)
 
 
-def test_same_seed_same_numbers_whatever_the_batch_size(model, images):
+def test_same_seed_same_numbers(model, images):
     labels = np.arange(12) % 10
     first = Evaluator(model, 20, batch_size=4, seed=5).evaluate(images, labels)
     second = Evaluator(model, 20, batch_size=4, seed=5).evaluate(images, labels)

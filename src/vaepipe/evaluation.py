@@ -111,19 +111,17 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
     model = load_model(model_dir)
     evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
                           params.seed, params.train.jit_compile)
-    metrics, test_predictions = {}, None
+    metrics, predictions = {}, {}
     for stream, split in enumerate(("test", "val")):
         data = load_split(prepared_dir, split)
         with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image", leave=False,
                   disable=not sys.stderr.isatty()) as progress:
-            metrics[split], predictions = evaluator.evaluate(data.images, data.labels, stream,
-                                                             progress)
-        if split == "test":
-            test_labels, test_predictions = data.labels, predictions
-        print(f"{split}: elbo {metrics[split]['elbo']:.2f}  iwae {metrics[split]['iwae']:.2f} "
-              f"± {metrics[split]['iwae_stderr']:.2f} (K={params.evaluate.iwae_samples})  "
-              f"accuracy {metrics[split]['accuracy']:.4f}", file=sys.stderr)
+            metrics[split], predicted = evaluator.evaluate(data.images, data.labels, stream,
+                                                           progress)
+        predictions[split] = pd.DataFrame({"actual": data.labels, "predicted": predicted})
+        m = metrics[split]
+        print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
+              f"(K={params.evaluate.iwae_samples})  accuracy {m['accuracy']:.4f}", file=sys.stderr)
     write_json(metrics_path, metrics)
-    table = pd.DataFrame({"actual": test_labels, "predicted": test_predictions})
-    atomic_write_bytes(predictions_path, table.to_csv(index=False).encode())
+    atomic_write_bytes(predictions_path, predictions["test"].to_csv(index=False).encode())
     return metrics

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.errors import PipelineError
 
-IMAGE_PIXELS = 28 * 28
-NUM_DIGITS = 10
+IMAGE_PIXELS = math.prod(IMAGE_SHAPE)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 

@@ -20,11 +20,9 @@ from matplotlib.lines import Line2D
 from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
 
+from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.files import atomic_write_bytes
 
-# Kept here rather than imported from vaepipe.model, which would load TensorFlow.
-IMAGE_SIDE = 28
-NUM_DIGITS = 10
 
 DPI = 100
 IMAGE_CMAP = "Greys_r"
@@ -61,7 +59,7 @@ def image_grid_figure(images: np.ndarray, title: str, row_labels: Sequence[str] 
     """Draw images (rows, cols, 784) as a grid of equal square panels, labels on the left."""
     images = np.asarray(images)
     rows, cols = images.shape[:2]
-    panels = images.reshape(rows, cols, IMAGE_SIDE, IMAGE_SIDE)
+    panels = images.reshape(rows, cols, *IMAGE_SHAPE)
     label_width = (max(text_width_inches(label, ROW_LABEL_FONTSIZE) for label in row_labels)
                    + ROW_LABEL_PAD_INCHES) if row_labels else 0.0
     grid_width = cols * PANEL_INCHES + (cols - 1) * GAP_INCHES
@@ -78,7 +76,7 @@ def image_grid_figure(images: np.ndarray, title: str, row_labels: Sequence[str] 
         left=grid_left / width, right=(grid_left + grid_width) / width,
         bottom=MARGIN_INCHES / height, top=1 - top_band / height,
         wspace=GAP_INCHES / PANEL_INCHES, hspace=GAP_INCHES / PANEL_INCHES))
-    for ax, panel in zip(axes.flat, panels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)):
+    for ax, panel in zip(axes.flat, panels.reshape(-1, *IMAGE_SHAPE)):
         ax.imshow(panel, cmap=IMAGE_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])

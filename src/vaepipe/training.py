@@ -7,8 +7,8 @@ runs `steps_per_execution` steps (the name Keras uses for the same idea) in a lo
 import io
 import math
 import sys
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +110,10 @@ class Trainer:
 
     def __post_init__(self):
         jit = self.params.train.jit_compile
-        self.train_steps = tf.function(self._run_on_replicas, jit_compile=jit)
+        # Several replicas merge their gradients through tf.distribute's cross-replica calls,
+        # which XLA cannot compile: their training loop runs as a plain graph.
+        one_replica = self.strategy.num_replicas_in_sync == 1
+        self.train_steps = tf.function(self._run_on_replicas, jit_compile=jit and one_replica)
         self.per_image_losses = tf.function(self._per_image_losses, jit_compile=jit)
 
     def _eps(self, batch_size, counter):
