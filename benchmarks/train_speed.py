@@ -41,24 +41,17 @@ def peak_memory_mb() -> float:
 
 
 def time_project(params, epochs: int) -> list[float]:
-    import keras
-    from tqdm import tqdm
-
-    from vaepipe.training import (Trainer, build_model, epoch_chunks, select_strategy,
-                                  set_up_tensorflow)
+    from vaepipe.training import build_trainer, epoch_chunks, select_strategy, set_up_tensorflow
     images, labels = training_images(params)
     set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train.device, params.train.multi_gpu, [])
-    with strategy.scope():
-        trainer = Trainer(build_model(params), keras.optimizers.Adam(params.learning_rate),
-                          params, strategy)
+    trainer = build_trainer(params, strategy)
     chunks = epoch_chunks(images, labels, params, strategy)
     steps = len(images) // params.batch_size
-    per_call = params.train.steps_per_execution
     times = []
     for _ in range(epochs):
         started = time.perf_counter()
-        trainer.train_epoch(chunks, -(-steps // per_call), tqdm(total=steps, disable=True))
+        trainer.train_epoch(chunks, steps)
         times.append(time.perf_counter() - started)
     return times
 

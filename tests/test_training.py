@@ -1,15 +1,13 @@
 import dataclasses
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from vaepipe.errors import PipelineError
 from vaepipe.params import load_params
-from vaepipe.training import (Trainer, build_model, chunked_dataset, epoch_chunks,
+from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks,
                               select_strategy, set_up_tensorflow)
-from tqdm import tqdm
 
 from conftest import PROJECT_PARAMS
 
@@ -37,9 +35,7 @@ def tiny_images(n=60, seed=0):
 def make_trainer(params) -> Trainer:
     set_up_tensorflow(params.seed)
     strategy = select_strategy("cpu", False, [])
-    with strategy.scope():
-        return Trainer(build_model(params), keras.optimizers.Adam(params.learning_rate), params,
-                       strategy)
+    return build_trainer(params, strategy)
 
 
 def train_epochs(params, images, labels, epochs):
@@ -47,8 +43,7 @@ def train_epochs(params, images, labels, epochs):
     chunks = epoch_chunks(images, labels, params, trainer.strategy)
     steps = len(images) // params.batch_size
     for _ in range(epochs):
-        trainer.train_epoch(chunks, -(-steps // params.train.steps_per_execution),
-                            tqdm(total=steps, disable=True))
+        trainer.train_epoch(chunks, steps)
     return trainer
 
 

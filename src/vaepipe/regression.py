@@ -67,14 +67,19 @@ def load_rules(path: str | Path) -> list[Rule]:
     return rules
 
 
-def metrics_diff(base: str) -> dict:
-    """`dvc metrics diff --json --all` between `base` and the workspace."""
-    command = ["dvc", "metrics", "diff", "--json", "--all", base]
+def _dvc(*args: str) -> str:
+    """Run a dvc command; its stdout, or a one-line error with its last line of stderr."""
+    command = [sys.executable, "-m", "dvc", *args]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PipelineError(f"`{' '.join(command)}` failed: {last}")
-    return json.loads(result.stdout or "{}")
+        raise PipelineError(f"`dvc {' '.join(args)}` failed: {last}")
+    return result.stdout
+
+
+def metrics_diff(base: str) -> dict:
+    """`dvc metrics diff --json --all` between `base` and the workspace."""
+    return json.loads(_dvc("metrics", "diff", "--json", "--all", base) or "{}")
 
 
 def stale_stages() -> list[str]:
@@ -83,12 +88,8 @@ def stale_stages() -> list[str]:
     `dvc repro --dry --allow-missing` lists them without running anything (and without needing
     the outputs), but exits 0 either way: its output says which would run.
     """
-    command = ["dvc", "repro", "--dry", "--allow-missing"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PipelineError(f"`{' '.join(command)}` failed: {last}")
-    return re.findall(r"^Running stage '([^']+)'", result.stdout, flags=re.MULTILINE)
+    output = _dvc("repro", "--dry", "--allow-missing")
+    return re.findall(r"^Running stage '([^']+)'", output, flags=re.MULTILINE)
 
 
 def judge(rule: Rule, diff: dict) -> Verdict:

@@ -5,7 +5,6 @@ runs `steps_per_execution` steps (the name Keras uses for the same idea) in a lo
 """
 
 import io
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -53,10 +52,6 @@ def set_up_tensorflow(seed: int) -> list:
     return gpus
 
 
-def build_model(params: Params) -> VAE:
-    return VAE(**params.model_config())
-
-
 def chunked_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
                     steps_per_execution: int, seed: int) -> tf.data.Dataset:
     """One epoch of shuffled batches, grouped `steps_per_execution` at a time, reshuffled on repeat.
@@ -97,6 +92,13 @@ def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
         # distributing costs 0.4 s/epoch there.
         dataset = strategy.experimental_distribute_dataset(dataset)
     return iter(dataset)
+
+
+def build_trainer(params: Params, strategy: tf.distribute.Strategy) -> "Trainer":
+    """A fresh model and Adam optimizer, their variables placed by `strategy`."""
+    with strategy.scope():
+        return Trainer(VAE(**params.model_config()), keras.optimizers.Adam(params.learning_rate),
+                       params, strategy)
 
 
 @dataclass
@@ -144,10 +146,13 @@ class Trainer:
                            tf.cast(labels, tf.int32))
         return reconstruction + kl, digit_cross_entropy(labels, logits), correct
 
-    def train_epoch(self, chunks: Iterator, chunks_per_epoch: int, progress: tqdm) -> None:
-        for _ in range(chunks_per_epoch):
+    def train_epoch(self, chunks: Iterator, steps: int, progress: tqdm | None = None) -> None:
+        """Run one epoch of `steps` train steps, one compiled call per chunk."""
+        per_call = self.params.train.steps_per_execution
+        for done in range(0, steps, per_call):
             self.train_steps(*next(chunks))
-            progress.update(min(self.params.train.steps_per_execution, progress.total - progress.n))
+            if progress is not None:
+                progress.update(min(per_call, steps - done))
 
     def measure(self, images: np.ndarray, labels: np.ndarray, counter: int) -> dict:
         """The article's two losses and the accuracy over a whole split.
@@ -188,14 +193,13 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live) -> np.ndarr
     params = trainer.params
     chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy)
     steps_per_epoch = len(train_split.images) // params.batch_size
-    chunks_per_epoch = math.ceil(steps_per_epoch / params.train.steps_per_execution)
     sample_rng = np.random.default_rng(params.seed)
     samples = []
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=not sys.stderr.isatty()) as progress:
-            trainer.train_epoch(chunks, chunks_per_epoch, progress)
+            trainer.train_epoch(chunks, steps_per_epoch, progress)
         # Measurement noise gets its own counter range, far from the training steps'.
         counter = 2**40 + epoch * 2**24
         metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
@@ -217,9 +221,7 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
     strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
     print(f"training on {describe(strategy)}", file=sys.stderr)
     train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
-    with strategy.scope():
-        trainer = Trainer(build_model(params), keras.optimizers.Adam(params.learning_rate), params,
-                          strategy)
+    trainer = build_trainer(params, strategy)
     # Each output is swapped in whole at the end: a failed or stopped run keeps the last results.
     with atomic_dir(live_dir) as live_staging:
         with Live(str(live_staging), dvcyaml=None, save_dvc_exp=False) as live:
