@@ -49,9 +49,9 @@ def time_project(params, epochs: int) -> list[float]:
     chunks = epoch_chunks(images, labels, params, strategy)
     steps = len(images) // params.batch_size
     times = []
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        trainer.train_epoch(chunks, steps)
+        trainer.train_epoch(chunks, steps, epoch)
         times.append(time.perf_counter() - started)
     return times
 

@@ -1,5 +1,7 @@
 """DVC stage `download`: the four canonical MNIST files, verified by SHA-256, into data/raw/."""
 
+import _environment  # noqa: F401  (first: says so when .venv is not active)
+
 from vaepipe.download import download_mnist
 from vaepipe.errors import run_stage
 from vaepipe.params import load_params

@@ -1,5 +1,7 @@
 """DVC stage `evaluate`: ELBO, IWAE bound and accuracy of models/vae, into reports/metrics.json."""
 
+import _environment  # noqa: F401  (first: says so when .venv is not active)
+
 from vaepipe.errors import run_stage
 from vaepipe.evaluation import evaluate_stage
 from vaepipe.params import load_params

@@ -1,5 +1,7 @@
 """DVC stage `prepare`: data/raw split into train / validation / test arrays in data/prepared/."""
 
+import _environment  # noqa: F401  (first: says so when .venv is not active)
+
 from vaepipe.data import prepare
 from vaepipe.errors import run_stage
 from vaepipe.params import load_params

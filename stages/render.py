@@ -1,5 +1,7 @@
 """DVC stage `render`: the sample grid, loss curves and model pictures, into reports/figures/."""
 
+import _environment  # noqa: F401  (first: says so when .venv is not active)
+
 from vaepipe.errors import run_stage
 from vaepipe.params import load_params
 from vaepipe.render import render_stage

@@ -1,5 +1,7 @@
 """DVC stage `train`: the article's VAE on data/prepared, into models/ and reports/train/."""
 
+import _environment  # noqa: F401  (first: says so when .venv is not active)
+
 from vaepipe.errors import run_stage
 from vaepipe.params import load_params
 from vaepipe.training import train

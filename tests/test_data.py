@@ -1,4 +1,7 @@
+import hashlib
+import io
 import json
+import pickle
 import re
 import struct
 from collections import Counter
@@ -9,7 +12,11 @@ import pytest
 
 from vaepipe.data import (TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, load_split,
                           prepare, read_idx, write_idx)
+from vaepipe.download import write_raw_files
 from vaepipe.errors import PipelineError
+
+REDOWNLOAD = "; rerun `dvc repro -f download`$"
+REPREPARE = "; rerun `dvc repro prepare`$"
 
 
 def naming(path: Path) -> str:
@@ -18,9 +25,9 @@ def naming(path: Path) -> str:
 
 
 def write_raw(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """The files as the download writes them: with their provenance.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        (folder / name).write_bytes(write_idx(array))
+    write_raw_files(folder, {name: write_idx(array) for name, array in arrays.items()}, [])
     return folder
 
 
@@ -161,3 +168,90 @@ def test_prepare_refuses_labels_in_place_of_images(tmp_path, tiny_mnist):
 def test_load_split_names_a_missing_file(tmp_path):
     with pytest.raises(PipelineError, match=naming(tmp_path / "val.npz") + "missing"):
         load_split(tmp_path, "val")
+
+
+def test_prepare_refuses_a_raw_file_whose_hash_is_not_the_recorded_one(tmp_path, tiny_mnist):
+    raw = write_raw(tmp_path / "raw", tiny_mnist)
+    content = bytearray((raw / TRAIN_IMAGES).read_bytes())
+    content[100] ^= 1  # one flipped bit in a pixel: still a well-formed IDX file
+    (raw / TRAIN_IMAGES).write_bytes(content)
+    recorded = hashlib.sha256(write_idx(tiny_mnist[TRAIN_IMAGES])).hexdigest()
+    expected = (f"{raw / TRAIN_IMAGES}: sha256 {hashlib.sha256(content).hexdigest()} does not "
+                f"match {raw / 'provenance.json'} ({recorded})")
+    with pytest.raises(PipelineError, match=f"^{re.escape(expected)}{REDOWNLOAD}"):
+        prepare(raw, tmp_path / "prepared", 10, 0)
+    assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("provenance, problem", [
+    (None, "cannot read: No such file or directory"),
+    (b"{\"files\": ", "not valid JSON"),
+    (b"[]", 'no "files" mapping of names to sha256'),
+    (b'{"files": {}}', f"no sha256 for {TRAIN_IMAGES}"),
+])
+def test_prepare_needs_the_recorded_hashes(tmp_path, tiny_mnist, provenance, problem):
+    raw = write_raw(tmp_path / "raw", tiny_mnist)
+    path = raw / "provenance.json"
+    path.unlink() if provenance is None else path.write_bytes(provenance)
+    with pytest.raises(PipelineError, match=naming(path) + re.escape(problem) + REDOWNLOAD):
+        prepare(raw, tmp_path / "prepared", 10, 0)
+
+
+def split_file(folder: Path, **arrays: np.ndarray) -> Path:
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / "val.npz", **arrays)
+    return folder / "val.npz"
+
+
+IMAGES, LABELS = np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.uint8)
+SPLIT_PROBLEMS = {
+    "pickled objects": (dict(images=np.array([None, print], object), labels=LABELS),
+                        "images are object (2,), expected uint8 (n, 28, 28)"),
+    "float images": (dict(images=IMAGES.astype(np.float32), labels=LABELS),
+                     "images are float32 (3, 28, 28), expected uint8 (n, 28, 28)"),
+    "flat images": (dict(images=IMAGES.reshape(3, 784), labels=LABELS),
+                    "images are uint8 (3, 784), expected uint8 (n, 28, 28)"),
+    "labels as a column": (dict(images=IMAGES, labels=LABELS[:, None]),
+                           "labels are uint8 (3, 1), expected uint8 (n,)"),
+    "a label short": (dict(images=IMAGES, labels=LABELS[1:]), "3 images but 2 labels"),
+    "wrong keys": (dict(x=IMAGES, labels=LABELS), "holds labels, x instead of images and labels"),
+}
+
+
+@pytest.mark.parametrize("arrays, problem", SPLIT_PROBLEMS.values(), ids=SPLIT_PROBLEMS)
+def test_load_split_refuses_what_prepare_does_not_write(tmp_path, arrays, problem):
+    path = split_file(tmp_path, **arrays)
+    with pytest.raises(PipelineError, match=naming(path) + re.escape(problem) + REPREPARE):
+        load_split(tmp_path, "val")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """A lone .npy file's bytes: an array, but no .npz archive."""
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
+
+
+def truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def flipped_byte(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(content)
+
+
+@pytest.mark.parametrize("damage", [
+    truncated, flipped_byte,
+    lambda path: path.write_bytes(b"garbage" * 100),
+    lambda path: path.write_bytes(pickle.dumps({"images": IMAGES, "labels": LABELS})),
+    lambda path: path.write_bytes(npy_bytes(IMAGES)),
+], ids=["truncated", "flipped byte", "garbage", "pickle", "npy"])
+def test_load_split_refuses_a_damaged_archive_without_numpy_advice(tmp_path, damage):
+    path = split_file(tmp_path, images=IMAGES, labels=LABELS)
+    damage(path)
+    with pytest.raises(PipelineError) as raised:
+        load_split(tmp_path, "val")
+    assert str(raised.value) == (f"{path}: damaged: not a readable .npz archive; "
+                                 f"rerun `dvc repro prepare`")

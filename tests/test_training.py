@@ -1,24 +1,23 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from vaepipe.errors import PipelineError
 from vaepipe.params import load_params
-from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks,
+from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks, train,
                               select_strategy, set_up_tensorflow)
 
 from conftest import PROJECT_PARAMS
 
 
 def tiny_params(**changes):
+    """The project's params with a tiny model. model_copy does not validate: a test may set
+    what params.yaml would refuse."""
     params = load_params(PROJECT_PARAMS)
-    params = dataclasses.replace(params, encoder_layers=(16,), decoder_layers=(16,),
-                                 digit_classification_layers=(16,), z_dim=2, batch_size=10,
-                                 learning_rate=0.01, **changes)
-    return dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                 steps_per_execution=3))
+    tiny = dict(encoder_layers=(16,), decoder_layers=(16,), digit_classification_layers=(16,),
+                z_dim=2, batch_size=10, learning_rate=0.01,
+                train=params.train.model_copy(update={"steps_per_execution": 3}))
+    return params.model_copy(update={**tiny, **changes})
 
 
 def tiny_images(n=60, seed=0):
@@ -42,8 +41,8 @@ def train_epochs(params, images, labels, epochs):
     trainer = make_trainer(params)
     chunks = epoch_chunks(images, labels, params, trainer.strategy)
     steps = len(images) // params.batch_size
-    for _ in range(epochs):
-        trainer.train_epoch(chunks, steps)
+    for epoch in range(1, epochs + 1):
+        trainer.train_epoch(chunks, steps, epoch)
     return trainer
 
 
@@ -111,3 +110,29 @@ def test_device_selection_prefers_a_visible_gpu(monkeypatch):
     select_strategy("gpu", True, gpus)
     select_strategy("auto", True, gpus[:1])
     assert built == ["/gpu:0", "/gpu:0", "mirrored", "/gpu:0"]
+
+
+def write_prepared(folder, images, labels):
+    folder.mkdir(parents=True)
+    for split in ("train", "val"):
+        np.savez_compressed(folder / f"{split}.npz", images=images, labels=labels)
+
+
+def test_a_diverging_run_stops_in_one_line_and_writes_nothing(tmp_path):
+    images, labels = tiny_images()
+    write_prepared(tmp_path / "prepared", images, labels)
+    old = {"model/config.json": b"old model", "samples.npy": b"old samples",
+           "live/metrics.json": b"old metrics"}
+    for name, content in old.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    params = tiny_params(learning_rate=1e6, epochs=3)
+    with pytest.raises(PipelineError, match=(
+            r"^training diverged at epoch 1, step \d+ of 6: the [a-zA-Z -]+ term became "
+            r"non-finite \(nan or inf\); nothing was written. Try a lower learning_rate "
+            r"\(now 1e\+06\)$")):
+        train(params, tmp_path / "prepared", tmp_path / "model", tmp_path / "samples.npy",
+              tmp_path / "live")
+    written = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*")
+               if p.is_file() and "prepared" not in p.parts}
+    assert written == old

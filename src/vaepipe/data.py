@@ -1,10 +1,13 @@
 """MNIST's IDX files, read strictly, and the train / validation / test splits prepared from them."""
 
+import hashlib
+import json
 import math
 import struct
 import zipfile
+import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -17,6 +20,7 @@ TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 MNIST_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+PROVENANCE = "provenance.json"  # written beside them by the download: their SHA-256 among others
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -24,6 +28,7 @@ DIMENSIONS_BY_MAGIC = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}
 IMAGE_SHAPE = (28, 28)
 NUM_DIGITS = 10
 SPLITS = ("train", "val", "test")
+PREPARED_SHAPES = {"images": (None, *IMAGE_SHAPE), "labels": (None,)}  # uint8; None: any length
 
 
 class Split(NamedTuple):
@@ -39,13 +44,20 @@ def _require_size(path: Path, content: bytes, expected: int, at_least: bool = Fa
         raise PipelineError(f"{path}: {problem}: expected {bound}{expected} bytes, found {found}")
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read: {error.strerror}") from None
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """A uint8 IDX file as an array: labels (n,) or images (n, 28, 28); anything else is refused."""
     path = Path(path)
-    try:
-        content = path.read_bytes()
-    except OSError as error:
-        raise PipelineError(f"{path}: cannot read: {error.strerror}") from None
+    return _parse_idx(path, _read_bytes(path))
+
+
+def _parse_idx(path: Path, content: bytes) -> np.ndarray:
     _require_size(path, content, 4, at_least=True)
     magic = int.from_bytes(content[:4], "big")
     if magic not in DIMENSIONS_BY_MAGIC:
@@ -73,8 +85,46 @@ def write_idx(array: np.ndarray) -> bytes:
     return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
 
 
-def _read_raw_split(raw_dir: Path, images_name: str, labels_name: str) -> Split:
-    images, labels = read_idx(raw_dir / images_name), read_idx(raw_dir / labels_name)
+def _redownload(path: Path, problem: str) -> PipelineError:
+    return PipelineError(f"{path}: {problem}; rerun `dvc repro -f download`")
+
+
+def _recorded_sha256(raw_dir: Path) -> dict[str, str]:
+    """Each raw file's SHA-256 as provenance.json records it (the download checked them against
+    its pins before writing them)."""
+    path = raw_dir / PROVENANCE
+    try:
+        provenance = json.loads(path.read_bytes())
+    except OSError as error:
+        raise _redownload(path, f"cannot read: {error.strerror}") from None
+    except ValueError:
+        raise _redownload(path, "not valid JSON") from None
+    recorded = provenance.get("files") if isinstance(provenance, dict) else None
+    if not isinstance(recorded, dict):
+        raise _redownload(path, 'no "files" mapping of names to sha256')
+    for name in MNIST_FILES:
+        if not isinstance(recorded.get(name), str):
+            raise _redownload(path, f"no sha256 for {name}")
+    return {name: recorded[name] for name in MNIST_FILES}
+
+
+def _read_raw_verified(raw_dir: Path) -> dict[str, np.ndarray]:
+    """The four raw files, each read once and parsed only once its SHA-256 matches."""
+    arrays = {}
+    for name, expected in _recorded_sha256(raw_dir).items():
+        path = raw_dir / name
+        content = _read_bytes(path)
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != expected:
+            raise _redownload(path, f"sha256 {actual} does not match {raw_dir / PROVENANCE} "
+                                    f"({expected})")
+        arrays[name] = _parse_idx(path, content)
+    return arrays
+
+
+def _raw_split(raw_dir: Path, arrays: dict[str, np.ndarray], images_name: str,
+               labels_name: str) -> Split:
+    images, labels = arrays[images_name], arrays[labels_name]
     if images.ndim != 3:
         raise PipelineError(f"{raw_dir / images_name}: holds labels, expected images")
     if labels.ndim != 1:
@@ -104,11 +154,13 @@ def _digit_counts(labels: np.ndarray) -> list[int]:
 
 def prepare(raw_dir: str | Path, out_dir: str | Path, validation_size: int,
             split_seed: int) -> None:
-    """Read the four raw IDX files; write train/val/test .npz files and summary.json to out_dir."""
+    """Check the four raw IDX files against provenance.json and read them; write train/val/test
+    .npz files and summary.json to out_dir."""
     raw_dir = Path(raw_dir)
-    train, val = _split_train_val(_read_raw_split(raw_dir, TRAIN_IMAGES, TRAIN_LABELS),
+    arrays = _read_raw_verified(raw_dir)
+    train, val = _split_train_val(_raw_split(raw_dir, arrays, TRAIN_IMAGES, TRAIN_LABELS),
                                   validation_size, split_seed)
-    test = _read_raw_split(raw_dir, TEST_IMAGES, TEST_LABELS)
+    test = _raw_split(raw_dir, arrays, TEST_IMAGES, TEST_LABELS)
     splits = {"train": train, "val": val, "test": test}
     with atomic_dir(out_dir) as staging:
         for name, split in splits.items():
@@ -120,15 +172,56 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, validation_size: int,
     print(f"{out_dir}: {counts} images")
 
 
+def _rerun_prepare(path: Path, problem: str) -> PipelineError:
+    return PipelineError(f"{path}: {problem}; rerun `dvc repro prepare`")
+
+
+def _shape_text(shape: tuple) -> str:
+    """A shape as numpy prints it, with n for a length left open: (n, 28, 28), (n,)."""
+    sizes = ["n" if size is None else str(size) for size in shape]
+    return f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
+
+
+def _npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    shape, _, dtype = readers[np.lib.format.read_magic(stream)](stream)
+    return shape, dtype
+
+
+def _read_prepared_array(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray:
+    expected = PREPARED_SHAPES[key]
+    # The header is checked before the data is read: an object array would need unpickling.
+    with archive.open(f"{key}.npy") as stream:
+        shape, dtype = _npy_header(stream)
+    if dtype != np.uint8 or len(shape) != len(expected) or shape[1:] != expected[1:]:
+        raise _rerun_prepare(path, f"{key} are {dtype} {_shape_text(shape)}, expected uint8 "
+                                   f"{_shape_text(expected)}")
+    with archive.open(f"{key}.npy") as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _read_prepared(path: Path) -> Split:
+    with zipfile.ZipFile(path) as archive:
+        keys = sorted(name.removesuffix(".npy") for name in archive.namelist())
+        if keys != sorted(PREPARED_SHAPES):
+            raise _rerun_prepare(path, f"holds {', '.join(keys) or 'nothing'} instead of "
+                                       f"{' and '.join(PREPARED_SHAPES)}")
+        split = Split(*(_read_prepared_array(path, archive, key) for key in Split._fields))
+    if len(split.images) != len(split.labels):
+        raise _rerun_prepare(path, f"{len(split.images)} images but {len(split.labels)} labels")
+    return split
+
+
 def load_split(prepared_dir: str | Path, name: str) -> Split:
-    """One prepared split (train, val or test), as written by `prepare`."""
+    """One prepared split (train, val or test), as written by `prepare`; anything else is refused
+    in one line, and nothing in the file is unpickled."""
     if name not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
     path = Path(prepared_dir) / f"{name}.npz"
     if not path.is_file():
         raise PipelineError(f"{path}: missing; run the prepare stage (dvc repro prepare)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return Split(archive["images"], archive["labels"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise PipelineError(f"{path}: unreadable ({error}); rerun the prepare stage") from None
+        return _read_prepared(path)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        raise _rerun_prepare(path, "damaged: not a readable .npz archive") from None

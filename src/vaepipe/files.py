@@ -1,12 +1,22 @@
-"""Atomic outputs: a stage that fails or is killed leaves nothing that could pass for a result."""
+"""A stage's outputs, replaced all together or not at all.
+
+Each output is written into a staging path beside it (`.NAME.XXXX.tmp`), flushed to disk, and
+only when every output of the stage is whole are they renamed into place, one after the other,
+each old one kept aside (`.NAME.XXXX.old`) until all have moved, so that a failure on the way
+puts every old output back. A run killed outright leaves staging paths that the next run
+removes, and, in the microseconds between two renames, an old output set aside that the next
+run puts back.
+"""
 
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from vaepipe.errors import PipelineError
 
 
 def _current_umask() -> int:
@@ -20,34 +30,152 @@ def _usual_permissions(path: str | os.PathLike, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _recover(final: Path) -> None:
+    """Undo what a run killed outright left beside `final`. DVC never runs a stage twice at
+    once, so no live run owns these."""
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    for set_aside in final.parent.glob(f".{final.name}.*.old"):
+        if final.exists():
+            _remove(set_aside)
+        else:  # killed between moving the old output aside and the new one in
+            set_aside.rename(final)
+
+
+def require_writable(folder: Path) -> None:
+    """Fail now, naming the folder, rather than after the whole computation."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise PipelineError(f"{folder}: cannot write outputs here: {error.strerror}") from None
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush a file, or a folder and everything in it, to disk before it is renamed."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        _fsync(item)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # folders too: their entries must reach the disk
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_in(swaps: list[tuple[Path, Path]]) -> None:
+    """Rename each staged path onto its final path; on any failure, put every old one back."""
+    done: list[tuple[Path, Path | None]] = []  # (final, where its old version was set aside)
+    try:
+        for staged, final in swaps:
+            old = None
+            if final.exists() or final.is_symlink():
+                old = final.parent / f".{final.name}.{os.getpid()}.old"
+                final.rename(old)
+            done.append((final, old))
+            staged.rename(final)
+    except BaseException:
+        for final, old in reversed(done):
+            if old is not None:
+                if final.exists():
+                    _remove(final)
+                old.rename(final)
+        raise
+    for final, old in done:
+        if old is not None:
+            _remove(old)
+    for parent in {final.parent for _, final in swaps}:
+        _fsync(parent)
+
+
+class StagedOutputs:
+    """Where a stage writes its outputs until they all replace the old ones together."""
+
+    def __init__(self, folders: Iterable[str | os.PathLike], files: Iterable[str | os.PathLike]):
+        self.folders = [Path(p) for p in folders]
+        self.files = [Path(p) for p in files]
+        self._staging: dict[Path, Path] = {}  # final -> staging folder beside it
+
+    def __getitem__(self, final: str | os.PathLike) -> Path:
+        """The path to write `final`'s new content to: a folder, or a file in a folder."""
+        final = Path(final)
+        staging = self._staging[final]
+        return staging if final in self.folders else staging / final.name
+
+    def __str__(self) -> str:
+        return ", ".join(str(final) for final in [*self.folders, *self.files])
+
+    def open(self) -> None:
+        for final in [*self.folders, *self.files]:
+            require_writable(final.parent)
+            _recover(final)
+            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp",
+                                            dir=final.parent))
+            _usual_permissions(staging, directory=True)
+            self._staging[final] = staging
+
+    def commit(self) -> None:
+        swaps = [(self[final], final) for final in self._staging]
+        for staged, final in swaps:
+            if not staged.exists():
+                raise RuntimeError(f"{final}: the stage wrote nothing to replace it with")
+            _fsync_tree(staged)
+        _swap_in(swaps)
+
+    def discard(self) -> None:
+        for staging in self._staging.values():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staged_outputs(folders: Iterable[str | os.PathLike] = (),
+                   files: Iterable[str | os.PathLike] = ()) -> Iterator[StagedOutputs]:
+    """Check that every output can be written, yield where to write them, and on success
+    replace them all together. An exception inside leaves every old output as it was."""
+    outputs = StagedOutputs(folders, files)
+    try:
+        outputs.open()
+        yield outputs
+        outputs.commit()
+    except OSError as error:
+        if error.filename:
+            raise
+        # A write to a full disk says which device, not which file: name the outputs.
+        raise PipelineError(f"writing {outputs}: "
+                            f"{error.strerror or error}; the previous outputs are left as they "
+                            f"were") from None
+    finally:
+        outputs.discard()
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success it replaces `path` in one rename."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A run killed outright (SIGKILL, power loss) cannot clean up after itself: the next does.
-    # DVC never runs a stage twice at once, so no live run owns these.
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        _usual_permissions(staging, directory=True)
-        yield staging
-        if final.exists():
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Yield an empty folder beside `path`; on success it replaces `path` in one rename."""
+    with staged_outputs(folders=[path]) as outputs:
+        yield outputs[path]
 
 
 def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
-    """Write `content` to a temporary file beside `path`, then rename it into place."""
+    """Write `content` to a temporary file beside `path`, flush it, then rename it into place."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
         _usual_permissions(tmp, directory=False)
         os.replace(tmp, final)
     except BaseException:
@@ -56,5 +184,10 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write `obj` as indented, strict JSON (no NaN or Infinity, which JSON readers refuse)."""
+    try:
+        content = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise PipelineError(f"{path}: refusing to write a non-finite number (NaN or infinity)"
+                            ) from None
+    atomic_write_bytes(path, content.encode())

@@ -9,12 +9,11 @@ import json
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.errors import PipelineError
+from vaepipe.tf_runtime import keras, tf
 
 IMAGE_PIXELS = math.prod(IMAGE_SHAPE)
 CONFIG_FILE = "config.json"
@@ -127,12 +126,34 @@ def save_model(model: VAE, directory: str | Path) -> None:
 
 
 def load_model(directory: str | Path) -> VAE:
-    """Load a model saved by the train stage (e.g. `vaepipe.load_model("models/vae")`)."""
+    """Load a model saved by the train stage (e.g. `vaepipe.load_model("models/vae")`).
+
+    A missing, truncated or corrupt file, or a config that does not match the weights, is a
+    one-line PipelineError naming the file.
+    """
     directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not config_path.is_file():
+        raise PipelineError(f"{directory}: no trained model here (run `dvc repro train`)")
+    rerun = "rerun `dvc repro train` or `dvc checkout models/vae`"
     try:
-        config = json.loads((directory / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{directory}: no trained model here (run `dvc repro train`)") from None
-    model = VAE(**config)
-    model.load_weights(directory / WEIGHTS_FILE)
+        config = json.loads(config_path.read_bytes())
+        model = VAE(**config)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{config_path}: not valid JSON ({error}); {rerun}") from None
+    except (TypeError, ValueError) as error:
+        raise PipelineError(f"{config_path}: not a vaepipe model config ({_first_line(error)}); "
+                            f"{rerun}") from None
+    if not weights_path.is_file():
+        raise PipelineError(f"{weights_path}: missing; {rerun}")
+    try:
+        model.load_weights(weights_path)
+    except Exception as error:  # h5py and Keras raise many kinds for damaged or mismatched files
+        raise PipelineError(f"{weights_path}: cannot load the weights of the model that "
+                            f"{CONFIG_FILE} describes ({_first_line(error)}); {rerun}") from None
     return model
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

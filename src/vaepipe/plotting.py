@@ -5,6 +5,7 @@ figure without parsing pixels. Images are float arrays in [0, 1] of shape (..., 
 """
 
 import io
+import math
 import os
 from collections.abc import Sequence
 
@@ -103,6 +104,32 @@ def sample_grid_figure(samples: np.ndarray) -> Figure:
 
 def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike) -> None:
     save_png(sample_grid_figure(samples), path)
+
+
+def samples_figure(samples: np.ndarray, digits: Sequence[int]) -> Figure:
+    """samples (count, len(digits), 784): sample i is one z drawn as each of `digits`.
+
+    Several digits: one z per row and one digit per column, so each row shows one style. A
+    single digit's samples would make one tall column, so they fill a near-square grid row by
+    row instead, and the cells left over in its last row stay empty.
+    """
+    samples = np.asarray(samples)
+    if len(digits) > 1:
+        return image_grid_figure(samples, "Samples: one z per row, drawn as each digit",
+                                 column_titles=[str(digit) for digit in digits])
+    count = len(samples)
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    cells = np.zeros((rows * columns, samples.shape[-1]), dtype=samples.dtype)
+    cells[:count] = samples[:, 0]
+    fig = image_grid_figure(cells.reshape(rows, columns, -1), f"Samples of digit {digits[0]}")
+    for ax in fig.axes[count:]:
+        ax.set_visible(False)
+    return fig
+
+
+def plot_samples(samples: np.ndarray, digits: Sequence[int], path: str | os.PathLike) -> None:
+    save_png(samples_figure(samples, digits), path)
 
 
 def reconstructions_figure(originals: np.ndarray, reconstructions: np.ndarray) -> Figure:

@@ -12,6 +12,7 @@ in regression.yaml and fails (exit 1) with a table of what moved, by how much an
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -92,12 +93,20 @@ def stale_stages() -> list[str]:
     return re.findall(r"^Running stage '([^']+)'", output, flags=re.MULTILINE)
 
 
+def is_finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def judge(rule: Rule, diff: dict) -> Verdict:
     entry = diff.get(rule.file, {}).get(rule.metric, {})
     old, new = entry.get("old"), entry.get("new")
+    if not is_finite_number(old):  # a broken base cannot excuse the workspace: judge by floor
+        old = None
     verdict = Verdict(rule, old, new, "")
     if new is None:
         return Verdict(rule, old, new, "missing from the workspace")
+    if not is_finite_number(new):
+        return Verdict(rule, None, new, f"not a finite number: {new!r}")
     below_floor = rule.floor is not None and (
         new < rule.floor if rule.higher_is_better else new > rule.floor)
     if below_floor:
@@ -109,11 +118,11 @@ def judge(rule: Rule, diff: dict) -> Verdict:
 
 def format_table(verdicts: list[Verdict], base: str) -> str:
     def number(value):
-        return "-" if value is None else f"{value:.4f}"
+        return "-" if value is None else f"{value:.4f}" if is_finite_number(value) else str(value)
     header = ("metric", f"{base}", "workspace", "change", "better", "tolerance", "floor", "result")
     rows = [header]
     for v in verdicts:
-        change = "-" if v.old is None or v.new is None else f"{v.new - v.old:+.4f}"
+        change = "-" if v.old is None or not is_finite_number(v.new) else f"{v.new - v.old:+.4f}"
         rows.append((f"{v.rule.file}:{v.rule.metric}", number(v.old), number(v.new), change,
                      "higher" if v.rule.higher_is_better else "lower", f"{v.rule.tolerance:g}",
                      "-" if v.rule.floor is None else f"{v.rule.floor:g}",

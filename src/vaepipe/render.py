@@ -9,7 +9,7 @@ from vaepipe import plotting
 from vaepipe.data import load_split
 from vaepipe.errors import PipelineError
 from vaepipe.files import atomic_dir
-from vaepipe.model import NUM_DIGITS, VAE, load_model, to_float_images
+from vaepipe.model import IMAGE_PIXELS, NUM_DIGITS, VAE, load_model, to_float_images
 from vaepipe.params import Params
 
 HISTORY_METRICS = ("train/vae_loss", "val/vae_loss", "train/classifier_loss",
@@ -59,15 +59,28 @@ def latent_traversals(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, n
     return images.reshape(model.z_dim, steps, -1), values
 
 
+def load_samples(path: str | Path) -> np.ndarray:
+    """The train stage's sample rows (epochs, 10, 784)."""
+    try:
+        samples = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{path}: cannot be read ({type(error).__name__}); rerun "
+                            f"`dvc repro train` or `dvc checkout {path}`") from None
+    if samples.ndim != 3 or samples.shape[1:] != (NUM_DIGITS, IMAGE_PIXELS):
+        raise PipelineError(f"{path}: holds an array of shape {samples.shape}, not sample rows "
+                            f"(epochs, 10, 784); rerun `dvc repro train`")
+    return samples
+
+
 def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path,
                  live_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path) -> None:
     """Write the six figures into `out_dir`, all or none."""
-    model = load_model(model_dir)
-    test = load_split(prepared_dir, "test")
-    x = to_float_images(test.images)
-    shown = params.render
     with atomic_dir(out_dir) as staging:
-        plotting.plot_sample_grid(np.load(samples_path), staging / "sample_grid.png")
+        model = load_model(model_dir)
+        test = load_split(prepared_dir, "test")
+        x = to_float_images(test.images)
+        shown = params.render
+        plotting.plot_sample_grid(load_samples(samples_path), staging / "sample_grid.png")
         plotting.plot_loss_curves(read_history(live_dir), staging / "loss_curves.png")
         originals = x[:shown.reconstructions]
         plotting.plot_reconstructions(originals, reconstruct(model, originals),

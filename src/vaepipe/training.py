@@ -11,20 +11,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 from dvclive import Live
 from tqdm import tqdm
 
 from vaepipe.data import load_split
 from vaepipe.errors import PipelineError
-from vaepipe.files import atomic_dir, atomic_write_bytes
+from vaepipe.files import staged_outputs
 from vaepipe.model import (NUM_DIGITS, VAE, digit_cross_entropy, save_model, to_float_images,
                            total_loss)
 from vaepipe.params import Params
+from vaepipe.tf_runtime import keras, tf
 
 METRICS_BATCH = 2000  # images per call when measuring losses over a whole split
+LOSS_TERMS = ("reconstruction", "KL", "classifier cross-entropy")
+
+
+class Diverged(PipelineError):
+    """Training produced a non-finite number: nothing it made may replace the last results."""
+
+    def __init__(self, where: str, what: str, params: Params):
+        super().__init__(f"training diverged at {where}: {what} became non-finite (nan or inf); "
+                         f"nothing was written. Try a lower learning_rate (now "
+                         f"{params.learning_rate:g})")
 
 
 def select_strategy(device: str, multi_gpu: bool, gpus: list) -> tf.distribute.Strategy:
@@ -97,7 +106,7 @@ def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
 def build_trainer(params: Params, strategy: tf.distribute.Strategy) -> "Trainer":
     """A fresh model and Adam optimizer, their variables placed by `strategy`."""
     with strategy.scope():
-        return Trainer(VAE(**params.model_config()), keras.optimizers.Adam(params.learning_rate),
+        return Trainer(VAE(**params.network_config()), keras.optimizers.Adam(params.learning_rate),
                        params, strategy)
 
 
@@ -124,21 +133,33 @@ class Trainer:
         return tf.random.stateless_normal([batch_size, self.model.z_dim], seed=seed)
 
     def _run_on_replicas(self, images, labels):
-        self.strategy.run(self._train_steps, (images, labels))
+        return self.strategy.run(self._train_steps, (images, labels))
 
     def _train_steps(self, images, labels):
-        """Run one Adam step per batch of the chunk; images (batch, steps, 784)."""
+        """Run one Adam step per batch of the chunk; images (batch, steps, 784).
+
+        Returns the first step whose loss terms were not all finite (-1 if none) and which
+        terms those were, so that a diverging run stops at the chunk where it went wrong.
+        """
         weights = self.model.trainable_variables
+        first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(LOSS_TERMS)], tf.bool)
         for step in tf.range(tf.shape(images)[1]):
             x, y = images[:, step], labels[:, step]
             eps = self._eps(tf.shape(x)[0], self.optimizer.iterations)
             with tf.GradientTape() as tape:
                 reconstruction, kl, logits = self.model(x, eps)
-                loss = total_loss(reconstruction, kl, digit_cross_entropy(y, logits),
+                cross_entropy = digit_cross_entropy(y, logits)
+                loss = total_loss(reconstruction, kl, cross_entropy,
                                   self.params.digit_classification_weight)
                 # Replicas' gradients are summed: each contributes its share of the mean.
                 loss /= self.strategy.num_replicas_in_sync
             self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+            not_finite = tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
+                                                  for term in (reconstruction, kl, cross_entropy)]))
+            first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
+            first_bad_step = tf.where(first, step, first_bad_step)
+            bad_terms = tf.where(first, not_finite, bad_terms)
+        return first_bad_step, bad_terms
 
     def _per_image_losses(self, x, labels, counter):
         reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], counter))
@@ -146,11 +167,20 @@ class Trainer:
                            tf.cast(labels, tf.int32))
         return reconstruction + kl, digit_cross_entropy(labels, logits), correct
 
-    def train_epoch(self, chunks: Iterator, steps: int, progress: tqdm | None = None) -> None:
-        """Run one epoch of `steps` train steps, one compiled call per chunk."""
+    def train_epoch(self, chunks: Iterator, steps: int, epoch: int,
+                    progress: tqdm | None = None) -> None:
+        """Run one epoch of `steps` train steps, one compiled call per chunk; stop at the first
+        chunk in which a loss term went non-finite."""
         per_call = self.params.train.steps_per_execution
         for done in range(0, steps, per_call):
-            self.train_steps(*next(chunks))
+            first_bad_step, bad_terms = self.train_steps(*next(chunks))
+            local = self.strategy.experimental_local_results  # one value per replica
+            for replica_step, replica_terms in zip(local(first_bad_step), local(bad_terms)):
+                if replica_step >= 0:
+                    terms = " and ".join(term for term, bad in zip(LOSS_TERMS, replica_terms)
+                                         if bad)
+                    raise Diverged(f"epoch {epoch}, step {done + int(replica_step) + 1} of "
+                                   f"{steps}", f"the {terms} term", self.params)
             if progress is not None:
                 progress.update(min(per_call, steps - done))
 
@@ -199,11 +229,12 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live) -> np.ndarr
         started = time.perf_counter()
         with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
                   disable=not sys.stderr.isatty()) as progress:
-            trainer.train_epoch(chunks, steps_per_epoch, progress)
+            trainer.train_epoch(chunks, steps_per_epoch, epoch, progress)
         # Measurement noise gets its own counter range, far from the training steps'.
         counter = 2**40 + epoch * 2**24
         metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
                    "val": trainer.measure(val_split.images, val_split.labels, counter + 2**23)}
+        require_finite_metrics(metrics, epoch, params)
         samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
         for split, values in metrics.items():
             for name, value in values.items():
@@ -214,21 +245,34 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live) -> np.ndarr
     return np.stack(samples).astype(np.float32)
 
 
+def require_finite_metrics(metrics: dict, epoch: int, params: Params) -> None:
+    for split, values in metrics.items():
+        for name, value in values.items():
+            if not np.isfinite(value):
+                raise Diverged(f"epoch {epoch}", f"the {split} split's {name}", params)
+
+
+def require_finite_weights(model: VAE, params: Params) -> None:
+    for weight in model.weights:
+        if not np.all(np.isfinite(weight.numpy())):
+            raise Diverged(f"the end of epoch {params.epochs}", f"weight {weight.path}", params)
+
+
 def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
           samples_path: str | Path, live_dir: str | Path) -> VAE:
-    """Train the article's VAE on the prepared splits; write the model, samples and metrics."""
-    gpus = set_up_tensorflow(params.seed)
-    strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
-    print(f"training on {describe(strategy)}", file=sys.stderr)
-    train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
-    trainer = build_trainer(params, strategy)
-    # Each output is swapped in whole at the end: a failed or stopped run keeps the last results.
-    with atomic_dir(live_dir) as live_staging:
-        with Live(str(live_staging), dvcyaml=None, save_dvc_exp=False) as live:
+    """Train the article's VAE on the prepared splits; write the model, samples and metrics,
+    all together at the end: a failed, diverged or stopped run keeps the last results."""
+    with staged_outputs(folders=[model_dir, live_dir], files=[samples_path]) as outputs:
+        gpus = set_up_tensorflow(params.seed)
+        strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
+        print(f"training on {describe(strategy)}", file=sys.stderr)
+        train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
+        trainer = build_trainer(params, strategy)
+        with Live(str(outputs[live_dir]), dvcyaml=None, save_dvc_exp=False) as live:
             samples = run_epochs(trainer, train_split, val_split, live)
-        with atomic_dir(model_dir) as model_staging:
-            save_model(trainer.model, model_staging)
-        atomic_write_bytes(samples_path, npy_bytes(samples))
+        require_finite_weights(trainer.model, params)
+        save_model(trainer.model, outputs[model_dir])
+        outputs[samples_path].write_bytes(npy_bytes(samples))
     return trainer.model
 
 
