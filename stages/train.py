@@ -8,7 +8,8 @@ from vaepipe.training import train
 
 
 def main() -> None:
-    train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train")
+    train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train",
+          checkpoint_dir=".checkpoints/train")
 
 
 if __name__ == "__main__":

@@ -255,12 +255,15 @@ def test_stale_check_names_the_stage_whose_code_changed(repo):
 
 
 def start_training_and_stop_it(repo: Repo, stop_signal: int) -> None:
-    """Start `dvc repro train`, then send `stop_signal` to its process group after epoch 2."""
+    """Start `dvc repro train`, then send `stop_signal` to its process group once it has
+    trained two epochs."""
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo.root,
                                env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
+    epochs = 0
     for line in process.stderr:
-        if line.startswith("epoch  2/"):
+        epochs += line.startswith("epoch ")
+        if epochs == 2:
             break
     os.killpg(process.pid, stop_signal)
     _, rest = process.communicate(timeout=60)
@@ -272,7 +275,11 @@ def output_bytes(repo: Repo) -> dict:
     return {str(p.relative_to(repo.root)): p.read_bytes() for p in paths if p.is_file()}
 
 
-def test_stopped_training_keeps_the_old_results_and_repro_recovers(repo):
+def train_outputs_in_lock(repo: Repo) -> list:
+    return yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]["outs"]
+
+
+def test_stopped_training_keeps_the_old_results_and_repro_resumes(repo):
     before = output_bytes(repo)
     params = yaml.safe_load((repo.root / "params.yaml").read_text())
     params["epochs"] = 40
@@ -280,11 +287,17 @@ def test_stopped_training_keeps_the_old_results_and_repro_recovers(repo):
     for stop_signal in (signal.SIGINT, signal.SIGKILL):
         start_training_and_stop_it(repo, stop_signal)
         assert output_bytes(repo) == before
-    assert "Running stage 'train'" in repo.dvc("repro").stdout  # no clean-up needed first
+        assert (repo.root / ".checkpoints" / "train" / "state.json").exists()
+    resumed = repo.dvc("repro")
+    assert "Running stage 'train'" in resumed.stdout  # no clean-up needed first
+    assert "resuming at epoch " in resumed.stderr
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
-    assert not list(repo.root.rglob(".*.tmp"))
+    assert not list(repo.root.rglob(".*.tmp")) and not (repo.root / ".checkpoints/train").exists()
     assert len((repo.root / "reports/train/plots/metrics/val/vae_loss.tsv").read_text()
                .splitlines()) == 1 + 40
+    after_resume = train_outputs_in_lock(repo)
+    repo.dvc("repro", "-f", "train")  # uninterrupted
+    assert train_outputs_in_lock(repo) == after_resume
     repo.run("git", "checkout", "-q", "--", ".")
     repo.dvc("checkout", "-q")
     assert output_bytes(repo) == before

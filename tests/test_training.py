@@ -78,10 +78,23 @@ def test_optimizer_takes_one_step_per_batch():
 def test_chunks_are_batch_first_and_cover_an_epoch_once():
     images, labels = tiny_images(n=40)
     images[:, 0, 0] = np.arange(40)  # tag each image
-    chunks = list(chunked_dataset(images, labels, 10, 3, seed=0))
+    chunks = list(chunked_dataset(images, labels, 10, 3, seed=0).take(2))
     assert [tuple(c[0].shape) for c in chunks] == [(10, 3, 784), (10, 1, 784)]
     tags = np.concatenate([np.ravel(tf.transpose(c[0][:, :, 0])) for c in chunks]) * 255
     assert sorted(np.rint(tags).astype(int)) == list(range(40))
+
+
+def test_each_epoch_is_reshuffled_and_a_resumed_run_skips_to_the_same_chunks():
+    images, labels = tiny_images(n=40)
+    images[:, 0, 0] = np.arange(40)  # tag each image
+    set_up_tensorflow(0)
+    first = [c[0].numpy() for c in chunked_dataset(images, labels, 10, 3, seed=0).take(6)]
+    set_up_tensorflow(0)
+    resumed = [c[0].numpy() for c in chunked_dataset(images, labels, 10, 3, seed=0,
+                                                     skip_chunks=3).take(3)]
+    assert not np.array_equal(first[0], first[2])  # epoch 2 starts in another order
+    for whole, skipped in zip(first[3:], resumed):
+        np.testing.assert_array_equal(whole, skipped)
 
 
 def test_batch_larger_than_the_data_is_a_param_error():
@@ -132,7 +145,7 @@ def test_a_diverging_run_stops_in_one_line_and_writes_nothing(tmp_path):
             r"non-finite \(nan or inf\); nothing was written. Try a lower learning_rate "
             r"\(now 1e\+06\)$")):
         train(params, tmp_path / "prepared", tmp_path / "model", tmp_path / "samples.npy",
-              tmp_path / "live")
+              tmp_path / "live", tmp_path / "checkpoint")
     written = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*")
                if p.is_file() and "prepared" not in p.parts}
     assert written == old

@@ -1,5 +1,6 @@
 """User-facing errors: one line naming the problem, never a bare stack trace."""
 
+import signal
 import sys
 from collections.abc import Callable
 
@@ -18,6 +19,9 @@ def describe_os_error(error: OSError) -> str:
 def run_stage(main: Callable[[], None]) -> None:
     """Run an entry point, turning user errors, file-system errors and Ctrl-C into one line
     and an exit code."""
+    # Ctrl-C stops a stage even when it was started with SIGINT ignored, as a child of a
+    # process that ignores it inherits.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except PipelineError as error:

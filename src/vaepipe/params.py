@@ -87,6 +87,12 @@ class TrainParams(Group):
     steps_per_execution: int = limit("train steps run per compiled call",
                                      high="an epoch of MNIST has at most 60000 steps",
                                      ge=1, le=60000)
+    resume: bool = Field(description="resume a stopped run from its checkpoint")
+    checkpoint_every: int = limit("epochs between checkpoints",
+                                  high="more epochs than any run has", ge=1, le=100_000)
+    checkpoint_minutes: float = limit(
+        "a checkpoint at least this often (wall time), even within an epoch",
+        high="a day", ge=0, le=1440)
 
 
 class EvaluateParams(Group):

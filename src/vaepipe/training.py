@@ -5,6 +5,7 @@ runs `steps_per_execution` steps (the name Keras uses for the same idea) in a lo
 """
 
 import io
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import numpy as np
 from dvclive import Live
 from tqdm import tqdm
 
+from vaepipe.checkpoint import Checkpoints, Progress
 from vaepipe.data import load_split
 from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
@@ -62,11 +64,13 @@ def set_up_tensorflow(seed: int) -> list:
 
 
 def chunked_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
-                    steps_per_execution: int, seed: int) -> tf.data.Dataset:
-    """One epoch of shuffled batches, grouped `steps_per_execution` at a time, reshuffled on repeat.
+                    steps_per_execution: int, seed: int, skip_chunks: int = 0) -> tf.data.Dataset:
+    """Every epoch's shuffled batches, grouped `steps_per_execution` at a time, reshuffled each
+    epoch, endlessly; the first `skip_chunks` chunks are left out (a resumed run's).
 
     Elements are (batch, steps, 784), batch first, so that a MirroredStrategy splits each
-    batch across replicas rather than handing each replica different steps.
+    batch across replicas rather than handing each replica different steps. The order is a
+    function of the seed alone: skipping a chunk costs its shuffle, not its gather.
     """
     if len(images) < batch_size:
         raise PipelineError(f"params.yaml: batch_size: {batch_size} is more than the "
@@ -84,18 +88,24 @@ def chunked_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
             .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
             .batch(batch_size, drop_remainder=True)  # the article's loop drops the rest too
             .batch(steps_per_execution)
+            .repeat()
+            .skip(skip_chunks)
             .map(gather)
             .prefetch(1))
 
 
+def chunks_per_epoch(steps_per_epoch: int, params: Params) -> int:
+    return -(-steps_per_epoch // params.train.steps_per_execution)
+
+
 def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
-                 strategy: tf.distribute.Strategy) -> Iterator:
-    """One endless iterator over every epoch's chunks.
+                 strategy: tf.distribute.Strategy, skip_chunks: int = 0) -> Iterator:
+    """One endless iterator over every epoch's chunks, from chunk `skip_chunks` on.
 
     A fresh iterator per epoch sometimes blocks for half a second when the old one is deleted.
     """
     dataset = chunked_dataset(images, labels, params.batch_size,
-                              params.train.steps_per_execution, params.seed).repeat()
+                              params.train.steps_per_execution, params.seed, skip_chunks)
     if strategy.num_replicas_in_sync > 1:
         # Each replica takes its slice of every batch. One device needs no split, and
         # distributing costs 0.4 s/epoch there.
@@ -104,10 +114,13 @@ def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
 
 
 def build_trainer(params: Params, strategy: tf.distribute.Strategy) -> "Trainer":
-    """A fresh model and Adam optimizer, their variables placed by `strategy`."""
+    """A fresh model and Adam optimizer, their variables placed by `strategy` and created now,
+    so that a checkpoint can be loaded into them."""
     with strategy.scope():
-        return Trainer(VAE(**params.network_config()), keras.optimizers.Adam(params.learning_rate),
-                       params, strategy)
+        model = VAE(**params.network_config())
+        optimizer = keras.optimizers.Adam(params.learning_rate)
+        optimizer.build(model.trainable_variables)
+        return Trainer(model, optimizer, params, strategy)
 
 
 @dataclass
@@ -167,12 +180,15 @@ class Trainer:
                            tf.cast(labels, tf.int32))
         return reconstruction + kl, digit_cross_entropy(labels, logits), correct
 
-    def train_epoch(self, chunks: Iterator, steps: int, epoch: int,
-                    progress: tqdm | None = None) -> None:
-        """Run one epoch of `steps` train steps, one compiled call per chunk; stop at the first
-        chunk in which a loss term went non-finite."""
+    def train_epoch(self, chunks: Iterator, steps: int, epoch: int, start_chunk: int = 0,
+                    after_chunk=None, progress: tqdm | None = None) -> None:
+        """Run one epoch of `steps` train steps, one compiled call per chunk, from chunk
+        `start_chunk` on; stop at the first chunk in which a loss term went non-finite.
+        `after_chunk(chunks_done)` runs after each chunk (checkpoints, Ctrl-C)."""
         per_call = self.params.train.steps_per_execution
-        for done in range(0, steps, per_call):
+        for chunk, done in enumerate(range(0, steps, per_call)):
+            if chunk < start_chunk:
+                continue
             first_bad_step, bad_terms = self.train_steps(*next(chunks))
             local = self.strategy.experimental_local_results  # one value per replica
             for replica_step, replica_terms in zip(local(first_bad_step), local(bad_terms)):
@@ -183,6 +199,8 @@ class Trainer:
                                    f"{steps}", f"the {terms} term", self.params)
             if progress is not None:
                 progress.update(min(per_call, steps - done))
+            if after_chunk is not None:
+                after_chunk(chunk + 1)
 
     def measure(self, images: np.ndarray, labels: np.ndarray, counter: int) -> dict:
         """The article's two losses and the accuracy over a whole split.
@@ -218,30 +236,67 @@ def format_epoch(epoch: int, epochs: int, train: dict, val: dict, seconds: float
             f"val accuracy {val['accuracy']:.4f}  {seconds:5.1f}s")
 
 
-def run_epochs(trainer: Trainer, train_split, val_split, live: Live) -> np.ndarray:
-    """Train for the configured epochs, logging each; return the sample rows (epochs, 10, 784)."""
+class CtrlC:
+    """Ctrl-C while training: finish the chunk under way, save a checkpoint, then stop. A second
+    Ctrl-C stops at once."""
+
+    def __enter__(self):
+        self.pressed = False
+        self.previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def _press(self, signum, frame):
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc_info):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: Path,
+               checkpoints: Checkpoints, start: Progress,
+               samples: list[np.ndarray]) -> np.ndarray:
+    """Train from `start` to the configured epochs, logging each; return the sample rows
+    (epochs, 10, 784)."""
     params = trainer.params
-    chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy)
     steps_per_epoch = len(train_split.images) // params.batch_size
+    chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy,
+                          start.epochs_done * chunks_per_epoch(steps_per_epoch, params)
+                          + start.chunks_done)
     sample_rng = np.random.default_rng(params.seed)
-    samples = []
-    for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
-                  disable=not sys.stderr.isatty()) as progress:
-            trainer.train_epoch(chunks, steps_per_epoch, epoch, progress)
-        # Measurement noise gets its own counter range, far from the training steps'.
-        counter = 2**40 + epoch * 2**24
-        metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
-                   "val": trainer.measure(val_split.images, val_split.labels, counter + 2**23)}
-        require_finite_metrics(metrics, epoch, params)
-        samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
-        for split, values in metrics.items():
-            for name, value in values.items():
-                live.log_metric(f"{split}/{name}", value)
-        live.next_step()
-        print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
-                           time.perf_counter() - started), file=sys.stderr)
+    for _ in range(start.epochs_done):  # the rows already drawn
+        sample_rng.standard_normal(params.z_dim)
+
+    def checkpoint_if_due(progress: Progress, ctrl_c: CtrlC) -> None:
+        if checkpoints.due(progress, params.epochs) or ctrl_c.pressed:
+            checkpoints.save(trainer.model, trainer.optimizer, progress, samples, live_dir)
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt
+
+    with CtrlC() as ctrl_c:
+        for epoch in range(start.epochs_done + 1, params.epochs + 1):
+            started = time.perf_counter()
+            with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
+                      disable=not sys.stderr.isatty()) as progress:
+                trainer.train_epoch(
+                    chunks, steps_per_epoch, epoch,
+                    start.chunks_done if epoch == start.epochs_done + 1 else 0,
+                    lambda done: checkpoint_if_due(Progress(epoch - 1, done), ctrl_c),
+                    progress)
+            # Measurement noise gets its own counter range, far from the training steps'.
+            counter = 2**40 + epoch * 2**24
+            metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
+                       "val": trainer.measure(val_split.images, val_split.labels,
+                                              counter + 2**23)}
+            require_finite_metrics(metrics, epoch, params)
+            samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
+            for split, values in metrics.items():
+                for name, value in values.items():
+                    live.log_metric(f"{split}/{name}", value)
+            live.next_step()
+            print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
+                               time.perf_counter() - started), file=sys.stderr)
+            checkpoint_if_due(Progress(epoch), ctrl_c)
     return np.stack(samples).astype(np.float32)
 
 
@@ -259,20 +314,29 @@ def require_finite_weights(model: VAE, params: Params) -> None:
 
 
 def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
-          samples_path: str | Path, live_dir: str | Path) -> VAE:
+          samples_path: str | Path, live_dir: str | Path, checkpoint_dir: str | Path) -> VAE:
     """Train the article's VAE on the prepared splits; write the model, samples and metrics,
-    all together at the end: a failed, diverged or stopped run keeps the last results."""
+    all together at the end: a failed, diverged or stopped run keeps the last results. A run
+    that was stopped resumes from its checkpoint in `checkpoint_dir`."""
     with staged_outputs(folders=[model_dir, live_dir], files=[samples_path]) as outputs:
         gpus = set_up_tensorflow(params.seed)
         strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
         print(f"training on {describe(strategy)}", file=sys.stderr)
         train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
         trainer = build_trainer(params, strategy)
-        with Live(str(outputs[live_dir]), dvcyaml=None, save_dvc_exp=False) as live:
-            samples = run_epochs(trainer, train_split, val_split, live)
+        data_files = [Path(prepared_dir) / f"{split}.npz" for split in ("train", "val")]
+        checkpoints = Checkpoints(checkpoint_dir, params, data_files)
+        staged_live = outputs[live_dir]
+        start, samples = checkpoints.restore(trainer.model, trainer.optimizer, staged_live)
+        with Live(str(staged_live), dvcyaml=None, save_dvc_exp=False,
+                  resume=start.epochs_done > 0) as live:
+            live.step = start.epochs_done  # dvclive cannot tell "one epoch logged" from none
+            samples = run_epochs(trainer, train_split, val_split, live, staged_live,
+                                 checkpoints, start, samples)
         require_finite_weights(trainer.model, params)
         save_model(trainer.model, outputs[model_dir])
         outputs[samples_path].write_bytes(npy_bytes(samples))
+    checkpoints.remove()
     return trainer.model
 
 
