@@ -16,7 +16,8 @@ import numpy as np
 
 from vaepipe.checkpoint import Checkpoints, Progress
 from vaepipe.params import load_params
-from vaepipe.training import build_trainer, select_strategy, set_up_tensorflow
+from vaepipe.devices import select_strategy, set_up_tensorflow
+from vaepipe.training import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -28,7 +29,7 @@ MODELS = {
 
 def measure(params, folder: Path, saves: int = 5) -> tuple[float, int, int]:
     set_up_tensorflow(params.seed)
-    trainer = build_trainer(params, select_strategy("cpu", False, []))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
     live = folder / "live"
     shutil.copytree(ROOT / "reports" / "train", live)
     data = [folder / "train.npz", folder / "val.npz"]

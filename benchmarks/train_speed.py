@@ -41,10 +41,11 @@ def peak_memory_mb() -> float:
 
 
 def time_project(params, epochs: int) -> list[float]:
-    from vaepipe.training import build_trainer, epoch_chunks, select_strategy, set_up_tensorflow
+    from vaepipe.devices import select_strategy, set_up_tensorflow
+    from vaepipe.training import build_trainer, epoch_chunks
     images, labels = training_images(params)
     set_up_tensorflow(params.seed)
-    strategy = select_strategy(params.train.device, params.train.multi_gpu, [])
+    strategy = select_strategy(params.train, [], params.batch_size)
     trainer = build_trainer(params, strategy)
     chunks = epoch_chunks(images, labels, params, strategy)
     steps = len(images) // params.batch_size

@@ -14,7 +14,8 @@ from ruamel.yaml import YAML
 
 from vaepipe.checkpoint import Checkpoints, Progress
 from vaepipe.params import load_params
-from vaepipe.training import build_trainer, select_strategy, set_up_tensorflow
+from vaepipe.devices import select_strategy, set_up_tensorflow
+from vaepipe.training import build_trainer
 
 from conftest import PROJECT_PARAMS, PROJECT_ROOT
 from test_training import tiny_images, tiny_params
@@ -122,7 +123,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_quietly(tmp_path, uninterrupted):
 
 def saved_checkpoint(folder: Path, params, data_files) -> Checkpoints:
     set_up_tensorflow(params.seed)
-    trainer = build_trainer(params, select_strategy("cpu", False, []))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
     live = folder.parent / "live"
     live.mkdir(exist_ok=True)
     checkpoints = Checkpoints(folder, params, data_files)
@@ -132,7 +133,7 @@ def saved_checkpoint(folder: Path, params, data_files) -> Checkpoints:
 
 
 def restore_with(params, folder: Path, data_files) -> Progress:
-    trainer = build_trainer(params, select_strategy("cpu", False, []))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
     live = folder.parent / "restored-live"
     return Checkpoints(folder, params, data_files).restore(trainer.model, trainer.optimizer,
                                                            live)[0]

@@ -2,10 +2,10 @@ import math
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import vaepipe
 from vaepipe.errors import PipelineError
+from vaepipe.tf_runtime import tf
 from vaepipe.model import (VAE, digit_cross_entropy, gaussian_nll, kl_to_standard_normal,
                            save_model, to_float_images, total_loss)
 

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from vaepipe.errors import PipelineError
+from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
-from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks, train,
-                              select_strategy, set_up_tensorflow)
+from vaepipe.devices import select_strategy, set_up_tensorflow
+from vaepipe.training import Trainer, build_trainer, chunked_dataset, epoch_chunks, train
 
 from conftest import PROJECT_PARAMS
 
@@ -33,8 +33,7 @@ def tiny_images(n=60, seed=0):
 
 def make_trainer(params) -> Trainer:
     set_up_tensorflow(params.seed)
-    strategy = select_strategy("cpu", False, [])
-    return build_trainer(params, strategy)
+    return build_trainer(params, select_strategy(params.train, [], params.batch_size))
 
 
 def train_epochs(params, images, labels, epochs):
@@ -101,28 +100,6 @@ def test_batch_larger_than_the_data_is_a_param_error():
     images, labels = tiny_images(n=5)
     with pytest.raises(PipelineError, match=r"params.yaml: batch_size: 10 is more than the 5"):
         chunked_dataset(images, labels, 10, 3, seed=0)
-
-
-def test_device_selection():
-    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
-    assert isinstance(select_strategy("auto", False, []), tf.distribute.OneDeviceStrategy)
-    assert select_strategy("auto", False, []).extended.worker_devices[0].endswith("CPU:0")
-    assert select_strategy("cpu", False, [gpu]).extended.worker_devices[0].endswith("CPU:0")
-    with pytest.raises(PipelineError, match=r"train.device: gpu asked for, but TensorFlow sees no GPU"):
-        select_strategy("gpu", False, [])
-
-
-def test_device_selection_prefers_a_visible_gpu(monkeypatch):
-    # Strategies check device names against the machine, so record what would be built.
-    built = []
-    monkeypatch.setattr(tf.distribute, "OneDeviceStrategy", lambda device: built.append(device))
-    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda: built.append("mirrored"))
-    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
-    select_strategy("auto", False, gpus[:1])
-    select_strategy("gpu", False, gpus)
-    select_strategy("gpu", True, gpus)
-    select_strategy("auto", True, gpus[:1])
-    assert built == ["/gpu:0", "/gpu:0", "mirrored", "/gpu:0"]
 
 
 def write_prepared(folder, images, labels):

@@ -92,8 +92,10 @@ def _differences(saved: dict, current: dict) -> str:
 class Checkpoints:
     """The train stage's checkpoint folder: when to save, what to save, and resuming."""
 
-    def __init__(self, folder: str | Path, params: Params, data_files: list[Path]):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | None, params: Params, data_files: list[Path]):
+        # None for a worker process of several: each would need the same checkpoint back.
+        self.enabled = folder is not None
+        self.folder = Path(folder) if folder is not None else None
         self.every_epochs = params.train.checkpoint_every
         self.every_seconds = params.train.checkpoint_minutes * 60
         self.resume = params.train.resume
@@ -108,13 +110,14 @@ class Checkpoints:
         self.remove()
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.enabled:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def restore(self, model, optimizer, live_dir: Path) -> tuple[Progress, list[np.ndarray]]:
         """Load the checkpoint into the model, the optimizer and `live_dir` if it fits this
         run; the progress it records and the sample rows so far (none for a fresh start)."""
         fresh = Progress(0), []
-        if not (self.folder / STATE_FILE).exists():
+        if not self.enabled or not (self.folder / STATE_FILE).exists():
             return fresh
         if not self.resume:
             self.discard(f"train.resume is false, so the checkpoint in {self.folder} is unused")
@@ -145,13 +148,15 @@ class Checkpoints:
     def due(self, progress: Progress, total_epochs: int) -> bool:
         """At every `checkpoint_every` epochs (not the last: the outputs follow at once), and
         whenever `checkpoint_minutes` have passed since the last save."""
-        if progress.epochs_done >= total_epochs:
+        if not self.enabled or progress.epochs_done >= total_epochs:
             return False
         at_epoch = progress.chunks_done == 0 and progress.epochs_done % self.every_epochs == 0
         return at_epoch or time.monotonic() - self.last_saved >= self.every_seconds
 
     def save(self, model, optimizer, progress: Progress, samples: list[np.ndarray],
              live_dir: Path) -> None:
+        if not self.enabled:
+            return
         with atomic_dir(self.folder) as staging:
             variables = {**_named(model.weights, "model"), **_named(optimizer.variables,
                                                                      "optimizer")}

@@ -16,12 +16,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from vaepipe.data import load_split
+from vaepipe.devices import evaluation_device, set_up_tensorflow
 from vaepipe.files import staged_outputs, write_json
 from vaepipe.model import (NUM_DIGITS, VAE, gaussian_nll, kl_to_standard_normal, load_model,
                            to_float_images)
 from vaepipe.params import Params
 from vaepipe.tf_runtime import tf
-from vaepipe.training import set_up_tensorflow
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -108,8 +108,8 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
                    metrics_path: str | Path, predictions_path: str | Path) -> dict:
     """Evaluate the trained model on the test and validation splits; write metrics and
     predictions together, or neither."""
-    with staged_outputs(files=[metrics_path, predictions_path]) as outputs:
-        set_up_tensorflow(params.seed)
+    with staged_outputs(files=[metrics_path, predictions_path]) as outputs, \
+            tf.device(evaluation_device(params.train, set_up_tensorflow(params.seed))):
         model = load_model(model_dir)
         evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
                               params.seed, params.train.jit_compile)

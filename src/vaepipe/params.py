@@ -19,6 +19,7 @@ from vaepipe.errors import PipelineError
 Activation = Literal["sigmoid", "relu", "tanh", "elu", "selu", "softplus", "gelu", "swish",
                      "linear"]
 Device = Literal["auto", "cpu", "gpu"]
+Strategy = Literal["auto", "one_device", "mirrored", "multi_worker"]
 
 MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation split
 MAX_SEED = 2**32 - 1
@@ -82,7 +83,9 @@ class DataParams(Group):
 
 class TrainParams(Group):
     device: Device = Field(description="where training runs: auto takes a GPU when there is one")
-    multi_gpu: bool = Field(description="MirroredStrategy over every visible GPU")
+    strategy: Strategy = Field(description="auto | one_device | mirrored | multi_worker")
+    cpu_replicas: int = limit("logical CPU devices for `mirrored` on a machine without a GPU",
+                              high="each replica is a thread pool of its own", ge=1, le=16)
     jit_compile: bool = Field(description="XLA-compile the training loop")
     steps_per_execution: int = limit("train steps run per compiled call",
                                      high="an epoch of MNIST has at most 60000 steps",

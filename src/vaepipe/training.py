@@ -7,9 +7,11 @@ runs `steps_per_execution` steps (the name Keras uses for the same idea) in a lo
 import io
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from tqdm import tqdm
 
 from vaepipe.checkpoint import Checkpoints, Progress
 from vaepipe.data import load_split
+from vaepipe.devices import describe, is_chief, is_multi_worker, select_strategy, set_up_tensorflow
 from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
 from vaepipe.model import (NUM_DIGITS, VAE, digit_cross_entropy, save_model, to_float_images,
@@ -36,31 +39,6 @@ class Diverged(PipelineError):
         super().__init__(f"training diverged at {where}: {what} became non-finite (nan or inf); "
                          f"nothing was written. Try a lower learning_rate (now "
                          f"{params.learning_rate:g})")
-
-
-def select_strategy(device: str, multi_gpu: bool, gpus: list) -> tf.distribute.Strategy:
-    """Pick where training runs: `auto` takes a GPU when TensorFlow sees one, else the CPU."""
-    if device == "gpu" and not gpus:
-        raise PipelineError("params.yaml: train.device: gpu asked for, but TensorFlow sees no GPU")
-    if device == "cpu" or not gpus:
-        return tf.distribute.OneDeviceStrategy("/cpu:0")
-    if multi_gpu and len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.OneDeviceStrategy("/gpu:0")
-
-
-def describe(strategy: tf.distribute.Strategy) -> str:
-    return f"{type(strategy).__name__} on {', '.join(strategy.extended.worker_devices)}"
-
-
-def set_up_tensorflow(seed: int) -> list:
-    """Seed every generator, make ops deterministic, and let GPUs allocate memory as needed."""
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    return gpus
 
 
 def chunked_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -104,13 +82,26 @@ def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
 
     A fresh iterator per epoch sometimes blocks for half a second when the old one is deleted.
     """
-    dataset = chunked_dataset(images, labels, params.batch_size,
-                              params.train.steps_per_execution, params.seed, skip_chunks)
+    def dataset(*_):
+        return chunked_dataset(images, labels, params.batch_size,
+                               params.train.steps_per_execution, params.seed, skip_chunks)
+
+    if is_multi_worker(strategy):
+        return iter(strategy.distribute_datasets_from_function(
+            partial(_this_workers_part, dataset, params.batch_size)))
     if strategy.num_replicas_in_sync > 1:
         # Each replica takes its slice of every batch. One device needs no split, and
         # distributing costs 0.4 s/epoch there.
-        dataset = strategy.experimental_distribute_dataset(dataset)
-    return iter(dataset)
+        return iter(strategy.experimental_distribute_dataset(dataset()))
+    return iter(dataset())
+
+
+def _this_workers_part(dataset, batch_size: int, context: tf.distribute.InputContext):
+    """Every worker reads the same chunks (same seed) and keeps its slice of each batch: the
+    global batch stays `batch_size`, split as one device would see it."""
+    part = batch_size // context.num_replicas_in_sync
+    start = context.input_pipeline_id * part
+    return dataset().map(lambda x, y: (x[start:start + part], y[start:start + part]))
 
 
 def build_trainer(params: Params, strategy: tf.distribute.Strategy) -> "Trainer":
@@ -134,44 +125,77 @@ class Trainer:
 
     def __post_init__(self):
         jit = self.params.train.jit_compile
-        # Several replicas merge their gradients through tf.distribute's cross-replica calls,
-        # which XLA cannot compile: their training loop runs as a plain graph.
         one_replica = self.strategy.num_replicas_in_sync == 1
-        self.train_steps = tf.function(self._run_on_replicas, jit_compile=jit and one_replica)
+        # One replica runs the chunk's whole step loop in one XLA computation. Several merge
+        # their gradients through tf.distribute's cross-replica sum, which may be neither
+        # inside a loop in a replica's code nor XLA-compiled: the loop runs around them, as a
+        # plain graph.
+        steps = self._steps_on_one_replica if one_replica else self._steps_on_replicas
+        self.train_steps = tf.function(steps, jit_compile=jit and one_replica)
         self.per_image_losses = tf.function(self._per_image_losses, jit_compile=jit)
 
-    def _eps(self, batch_size, counter):
-        """Reparameterisation noise, a pure function of (seed, counter): same run, same noise."""
+    def _eps(self, batch_size, counter, replica=None):
+        """Reparameterisation noise, a pure function of (seed, counter) and, when several
+        replicas train, the replica's id: same run, same noise; each replica its own."""
         seed = tf.stack([tf.constant(self.params.seed, tf.int64), tf.cast(counter, tf.int64)])
+        if replica is not None:
+            seed = tf.random.experimental.stateless_fold_in(seed, replica)
         return tf.random.stateless_normal([batch_size, self.model.z_dim], seed=seed)
 
-    def _run_on_replicas(self, images, labels):
-        return self.strategy.run(self._train_steps, (images, labels))
+    def _replica_id(self):
+        """This replica's id in the sync group, or None when there is one replica (whose noise
+        stays that of a plain single-device run)."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return None
+        return tf.distribute.get_replica_context().replica_id_in_sync_group
 
-    def _train_steps(self, images, labels):
-        """Run one Adam step per batch of the chunk; images (batch, steps, 784).
+    def _step(self, x, y):
+        """One Adam step on this replica's part of a batch; which loss terms were not finite."""
+        weights = self.model.trainable_variables
+        eps = self._eps(tf.shape(x)[0], self.optimizer.iterations, self._replica_id())
+        with tf.GradientTape() as tape:
+            reconstruction, kl, logits = self.model(x, eps)
+            cross_entropy = digit_cross_entropy(y, logits)
+            loss = total_loss(reconstruction, kl, cross_entropy,
+                              self.params.digit_classification_weight)
+            # Replicas' gradients are summed: each contributes its share of the mean.
+            loss /= self.strategy.num_replicas_in_sync
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
+                                        for term in (reconstruction, kl, cross_entropy)]))
+
+    @staticmethod
+    def _first_bad(step, not_finite, first_bad_step, bad_terms):
+        first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
+        return tf.where(first, step, first_bad_step), tf.where(first, not_finite, bad_terms)
+
+    def _steps_on_one_replica(self, images, labels):
+        """One Adam step per batch of the chunk; images (batch, steps, 784).
 
         Returns the first step whose loss terms were not all finite (-1 if none) and which
         terms those were, so that a diverging run stops at the chunk where it went wrong.
         """
-        weights = self.model.trainable_variables
+        def steps(images, labels):
+            first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(LOSS_TERMS)], tf.bool)
+            for step in tf.range(tf.shape(images)[1]):
+                not_finite = self._step(images[:, step], labels[:, step])
+                first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
+                                                            bad_terms)
+            return first_bad_step, bad_terms
+        return self.strategy.run(steps, (images, labels))
+
+    def _steps_on_replicas(self, images, labels):
+        """The same, each step run on every replica with its slice of the batch."""
+        local = self.strategy.experimental_local_results(images)[0]
         first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(LOSS_TERMS)], tf.bool)
-        for step in tf.range(tf.shape(images)[1]):
-            x, y = images[:, step], labels[:, step]
-            eps = self._eps(tf.shape(x)[0], self.optimizer.iterations)
-            with tf.GradientTape() as tape:
-                reconstruction, kl, logits = self.model(x, eps)
-                cross_entropy = digit_cross_entropy(y, logits)
-                loss = total_loss(reconstruction, kl, cross_entropy,
-                                  self.params.digit_classification_weight)
-                # Replicas' gradients are summed: each contributes its share of the mean.
-                loss /= self.strategy.num_replicas_in_sync
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-            not_finite = tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
-                                                  for term in (reconstruction, kl, cross_entropy)]))
-            first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
-            first_bad_step = tf.where(first, step, first_bad_step)
-            bad_terms = tf.where(first, not_finite, bad_terms)
+        for step in tf.range(tf.shape(local)[1]):
+            per_replica = self.strategy.run(
+                lambda x, y, step: tf.cast(self._step(x[:, step], y[:, step]), tf.int32),
+                (images, labels, step))
+            not_finite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                              axis=None) > 0
+            first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
+                                                        bad_terms)
         return first_bad_step, bad_terms
 
     def _per_image_losses(self, x, labels, counter):
@@ -317,11 +341,23 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
           samples_path: str | Path, live_dir: str | Path, checkpoint_dir: str | Path) -> VAE:
     """Train the article's VAE on the prepared splits; write the model, samples and metrics,
     all together at the end: a failed, diverged or stopped run keeps the last results. A run
-    that was stopped resumes from its checkpoint in `checkpoint_dir`."""
+    that was stopped resumes from its checkpoint in `checkpoint_dir`. Of several worker
+    processes, only the chief writes."""
+    gpus = set_up_tensorflow(params.seed)
+    strategy = select_strategy(params.train, gpus, params.batch_size)
+    print(f"training on {describe(strategy)}", file=sys.stderr)
+    if not is_chief(strategy):
+        with tempfile.TemporaryDirectory() as scratch:
+            return _train(params, strategy, prepared_dir, Path(scratch) / "model",
+                          Path(scratch) / "samples.npy", Path(scratch) / "live", None)
+    return _train(params, strategy, prepared_dir, model_dir, samples_path, live_dir,
+                  checkpoint_dir)
+
+
+def _train(params: Params, strategy: tf.distribute.Strategy, prepared_dir: str | Path,
+           model_dir: str | Path, samples_path: str | Path, live_dir: str | Path,
+           checkpoint_dir: str | Path | None) -> VAE:
     with staged_outputs(folders=[model_dir, live_dir], files=[samples_path]) as outputs:
-        gpus = set_up_tensorflow(params.seed)
-        strategy = select_strategy(params.train.device, params.train.multi_gpu, gpus)
-        print(f"training on {describe(strategy)}", file=sys.stderr)
         train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
         trainer = build_trainer(params, strategy)
         data_files = [Path(prepared_dir) / f"{split}.npz" for split in ("train", "val")]

@@ -1,0 +1,128 @@
+"""Where TensorFlow runs: determinism, the distribution strategy, and which process writes.
+
+`train.strategy` picks one of four builders, each `(train params, visible GPUs) -> Strategy`:
+- auto: one GPU when TensorFlow sees one (or the CPU, or what `train.device` names);
+- one_device: the same, said explicitly;
+- mirrored: MirroredStrategy over every visible GPU, or over `train.cpu_replicas` logical CPU
+  devices when there is none (or `train.device` is cpu), so the path runs on any machine;
+- multi_worker: MultiWorkerMirroredStrategy, one replica per worker process, configured by the
+  standard TF_CONFIG environment variable.
+"""
+
+import json
+import os
+from collections.abc import Callable
+
+from vaepipe.errors import PipelineError
+from vaepipe.params import TrainParams
+from vaepipe.tf_runtime import keras, tf
+
+
+def set_up_tensorflow(seed: int) -> list:
+    """Seed every generator, make ops deterministic, and let GPUs allocate memory as needed."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return gpus
+
+
+def _wanted_gpus(train: TrainParams, gpus: list) -> list:
+    if train.device == "gpu" and not gpus:
+        raise PipelineError("params.yaml: train.device: gpu asked for, but TensorFlow sees no GPU")
+    return [] if train.device == "cpu" else gpus
+
+
+def _one_device(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if _wanted_gpus(train, gpus) else "/cpu:0")
+
+
+def _mirrored(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
+    wanted = _wanted_gpus(train, gpus)
+    if wanted:
+        devices = [f"/gpu:{i}" for i in range(len(wanted))]
+    else:
+        devices = [device.name for device in _logical_cpus(train.cpu_replicas)]
+    if len(devices) < 2:
+        raise PipelineError(
+            f"params.yaml: train.strategy: mirrored needs at least 2 devices, this machine "
+            f"gives {len(devices)} ({', '.join(devices)}); set train.cpu_replicas to 2 or more "
+            f"to split the CPU, or use one_device")
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _logical_cpus(count: int) -> list:
+    """Split the CPU into `count` logical devices, as TensorFlow's own distribution tests do."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # TensorFlow has already started: keep what it has
+        pass
+    return tf.config.list_logical_devices("CPU")
+
+
+def require_tf_config(environ=os.environ) -> dict:
+    """TF_CONFIG, checked: a cluster of workers and this process's place in it."""
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        raise PipelineError("train.strategy: multi_worker needs the TF_CONFIG environment "
+                            "variable, e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", "
+                            "\"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        addresses = isinstance(workers, list) and workers and all(
+            isinstance(worker, str) and ":" in worker for worker in workers)
+        if not addresses:
+            raise ValueError("cluster.worker must be a list of host:port addresses")
+        if task.get("type") != "worker" or not 0 <= task.get("index", -1) < len(workers):
+            raise ValueError(f"task must be {{\"type\": \"worker\", \"index\": 0..."
+                             f"{len(workers) - 1}}}")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PipelineError(f"TF_CONFIG: not a cluster of workers with this task in it "
+                            f"({type(error).__name__}: {error})") from None
+    return config
+
+
+def _multi_worker(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
+    require_tf_config()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+STRATEGIES: dict[str, Callable[[TrainParams, list], tf.distribute.Strategy]] = {
+    "auto": _one_device,
+    "one_device": _one_device,
+    "mirrored": _mirrored,
+    "multi_worker": _multi_worker,
+}
+
+
+def select_strategy(train: TrainParams, gpus: list, batch_size: int) -> tf.distribute.Strategy:
+    """The strategy `train.strategy` names; each replica must get an equal part of a batch."""
+    strategy = STRATEGIES[train.strategy](train, gpus)
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise PipelineError(f"params.yaml: batch_size: {batch_size} does not split evenly over "
+                            f"{replicas} replicas ({train.strategy})")
+    return strategy
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Only the chief (worker 0) writes outputs; every other process computes alongside it."""
+    return not is_multi_worker(strategy) or strategy.cluster_resolver.task_id == 0
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    return f"{type(strategy).__name__} on {', '.join(strategy.extended.worker_devices)}"
+
+
+def evaluation_device(train: TrainParams, gpus: list) -> str:
+    """Evaluation runs on one device: the GPU when training would use one, else the CPU."""
+    return "/gpu:0" if _wanted_gpus(train, gpus) else "/cpu:0"

@@ -1,0 +1,184 @@
+"""Device placement and distribution, run for real: replicas on logical CPU devices and two
+worker processes on 127.0.0.1 (TensorFlow fixes its devices once it starts, so each run is a
+process of its own)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from vaepipe.devices import STRATEGIES, require_tf_config, select_strategy
+from vaepipe.errors import PipelineError
+from vaepipe.tf_runtime import tf
+
+from conftest import PROJECT_ROOT
+from test_training import tiny_images, tiny_params, write_prepared
+
+
+def train_params(**changes):
+    params = tiny_params()
+    return params.train.model_copy(update=changes)
+
+
+def test_auto_and_one_device_take_the_cpu_without_a_gpu():
+    for strategy in ("auto", "one_device"):
+        chosen = select_strategy(train_params(strategy=strategy), [], 10)
+        assert isinstance(chosen, tf.distribute.OneDeviceStrategy)
+        assert chosen.extended.worker_devices[0].endswith("CPU:0")
+
+
+def test_a_visible_gpu_is_taken_unless_the_cpu_is_asked_for(monkeypatch):
+    # Strategies check device names against the machine, so record what would be built.
+    built = []
+    monkeypatch.setattr(tf.distribute, "OneDeviceStrategy", built.append)
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    for device in ("auto", "gpu", "cpu"):
+        STRATEGIES["auto"](train_params(device=device), [gpu])
+    assert built == ["/gpu:0", "/gpu:0", "/cpu:0"]
+
+
+@pytest.mark.parametrize("changes, batch, message", [
+    ({"device": "gpu"}, 10, r"^params.yaml: train.device: gpu asked for, but TensorFlow sees "
+                            r"no GPU$"),
+    ({"strategy": "mirrored", "cpu_replicas": 1}, 10,
+     r"^params.yaml: train.strategy: mirrored needs at least 2 devices, this machine gives 1 "),
+])
+def test_impossible_choices_are_one_line(changes, batch, message):
+    with pytest.raises(PipelineError, match=message):
+        select_strategy(train_params(**changes), [], batch)
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, r"^train.strategy: multi_worker needs the TF_CONFIG environment variable, e.g. "),
+    ("{not json", r"^TF_CONFIG: not a cluster of workers with this task in it \(JSONDecodeError"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+     r"^TF_CONFIG: .*task must be"),
+    ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}',
+     r"^TF_CONFIG: .*cluster.worker must be a list of host:port addresses"),
+])
+def test_a_missing_or_malformed_tf_config_is_one_line(value, message):
+    environ = {} if value is None else {"TF_CONFIG": value}
+    with pytest.raises(PipelineError, match=message):
+        require_tf_config(environ)
+
+
+# In processes of their own.
+
+PREAMBLE = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_training import tiny_images, tiny_params
+from vaepipe.devices import select_strategy, set_up_tensorflow
+from vaepipe.training import build_trainer, epoch_chunks
+"""
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 180) -> str:
+    result = subprocess.run([sys.executable, "-c", PREAMBLE.format(tests=str(PROJECT_ROOT /
+                                                                             "tests")) + code],
+                            capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+MIRRORED_VS_ONE_DEVICE = """
+def one_epoch(strategy_name, zero_noise):
+    params = tiny_params()
+    params = params.model_copy(update={"train": params.train.model_copy(
+        update={"strategy": strategy_name, "cpu_replicas": 2})})
+    set_up_tensorflow(params.seed)
+    strategy = select_strategy(params.train, [], params.batch_size)
+    trainer = build_trainer(params, strategy)
+    if zero_noise:  # the same noise in both layouts: none
+        trainer._eps = lambda batch, counter, replica=None: tf.zeros([batch, params.z_dim])
+    images, labels = tiny_images(n=60)
+    trainer.train_epoch(epoch_chunks(images, labels, params, strategy), 6, 1)
+    return strategy, trainer
+
+from vaepipe.tf_runtime import tf
+strategy, mirrored = one_epoch("mirrored", zero_noise=True)  # first: it splits the CPU
+_, single = one_epoch("one_device", zero_noise=True)
+assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
+difference = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+                 for a, b in zip(single.model.weights, mirrored.model.weights))
+strategy, noisy = one_epoch("mirrored", zero_noise=False)
+draws = strategy.run(lambda: noisy._eps(4, 7, noisy._replica_id()))
+first, second = (t.numpy() for t in strategy.experimental_local_results(draws))
+print(json.dumps({"difference": difference, "devices": list(strategy.extended.worker_devices),
+                  "replicas_differ": bool(np.any(first != second))}))
+"""
+
+
+def test_mirrored_over_two_logical_cpus_matches_one_device_and_draws_noise_per_replica():
+    result = json.loads(run_python(MIRRORED_VS_ONE_DEVICE).splitlines()[-1])
+    assert len(result["devices"]) == 2 and all("CPU" in d for d in result["devices"])
+    assert result["difference"] < 1e-5  # the same global batch, the same gradient
+    assert result["replicas_differ"]
+
+
+WORKER = """
+import os, hashlib
+from pathlib import Path
+from vaepipe.training import train
+params = tiny_params(epochs=2)
+params = params.model_copy(update={"train": params.train.model_copy(
+    update={"strategy": "multi_worker"})})
+root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ["WORKER_DIR"])
+model = train(params, root / "prepared", root / "model", root / "samples.npy", root / "live",
+              root / "checkpoint")
+digest = hashlib.sha256(b"".join(w.numpy().tobytes() for w in model.weights)).hexdigest()
+print(json.dumps({"weights": digest}))
+"""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes, folders = [], []
+    for index in range(2):
+        folder = tmp_path / f"worker{index}"
+        images, labels = tiny_images(n=60)
+        write_prepared(folder / "prepared", images, labels)
+        folders.append(folder)
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        code = PREAMBLE.format(tests=str(PROJECT_ROOT / "tests")) + WORKER
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "TF_CONFIG": json.dumps(tf_config),
+                            "WORKER_DIR": str(folder)}))
+    try:
+        outputs = [process.communicate(timeout=240) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    digests = [json.loads(stdout.splitlines()[-1])["weights"] for stdout, _ in outputs]
+    assert digests[0] == digests[1]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["live", "model", "prepared",
+                                                            "samples.npy"]
+    assert sorted(p.name for p in folders[1].iterdir()) == ["prepared"]
+
+
+def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: run benchmarks/gpu_check.py itself")
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "gpu_check.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, "no GPU visible to TensorFlow: nothing to check on this machine\n", "")
