@@ -6,8 +6,9 @@
     python3 tasks.py check [--base REV]          # compare metrics with a base revision
     python3 tasks.py report [--diff REV...]      # the plots page, reports/html/index.html
 
-Both create `.venv` on first use, install the exact versions in requirements.lock and the
-package itself, and do nothing more on later runs unless the lock or pyproject.toml changed.
+Each creates `.venv` on first use, installs the exact versions in requirements.lock and the
+package itself, and does nothing more on later runs unless the lock or pyproject.toml changed;
+`test` also installs Debian's chromium when it is missing (as root), for the plots-page test.
 """
 
 import sys
@@ -17,6 +18,8 @@ if sys.version_info[:2] != (3, 11):  # before anything newer than this Python co
 
 import hashlib
 import os
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -53,19 +56,36 @@ def ensure_environment() -> None:
     STAMP.write_text(fingerprint)
 
 
+def ensure_browser() -> None:
+    """The tests open the plots page in Debian's headless Chromium: install it when missing
+    (as root with apt), or say how."""
+    if shutil.which("chromium"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("the plots-page test needs Debian's chromium: sudo apt-get install chromium",
+              file=sys.stderr)
+        return
+    print("installing chromium (for the plots-page test)", file=sys.stderr)
+    run("apt-get", "update", "-qq")
+    run("apt-get", "install", "-y", "-qq", "chromium")
+
+
 def run_in_venv(command: list) -> int:
     """Run `command` with the venv's bin first on PATH, so that dvc stages find its python.
 
-    Ctrl-C reaches the child too (same process group): wait for it to clean up (DVC releases
-    its lock) and exit with its code, without a traceback of our own.
+    Ctrl-C reaches the child too (same process group): this process ignores it and waits for
+    the child to clean up (DVC releases its lock), then exits with the child's code, without a
+    traceback of its own. The child starts with Ctrl-C's default action whatever this
+    process ignores.
     """
     env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    child = subprocess.Popen([str(part) for part in command], cwd=ROOT, env=env)
-    while True:
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            continue
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen([str(part) for part in command], cwd=ROOT, env=env,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv) -> int:
@@ -80,6 +100,8 @@ def main(argv) -> int:
         return 2
     try:
         ensure_environment()
+        if argv[0] == "test":
+            ensure_browser()
     except KeyboardInterrupt:
         return 130  # the next run starts the installation again: its stamp was not written
     except subprocess.CalledProcessError as error:
