@@ -29,7 +29,8 @@ MODELS = {
 
 def measure(params, folder: Path, saves: int = 5) -> tuple[float, int, int]:
     set_up_tensorflow(params.seed)
-    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size),
+                            steps_per_epoch=1)
     live = folder / "live"
     shutil.copytree(ROOT / "reports" / "train", live)
     data = [folder / "train.npz", folder / "val.npz"]

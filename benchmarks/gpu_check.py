@@ -40,9 +40,9 @@ def train_on_gpu(params, images, labels, epochs: int, jit: bool) -> dict:
         update={"device": "gpu", "strategy": "one_device", "jit_compile": jit})})
     gpus = set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train, gpus, params.batch_size)
-    trainer = build_trainer(params, strategy)
-    chunks = epoch_chunks(images, labels, params, strategy)
     steps = len(images) // params.batch_size
+    trainer = build_trainer(params, strategy, steps)
+    chunks = epoch_chunks(images, labels, params, strategy)
     tf.config.experimental.reset_memory_stats("GPU:0")
     seconds = []
     for epoch in range(1, epochs + 1):

@@ -46,9 +46,9 @@ def time_project(params, epochs: int) -> list[float]:
     images, labels = training_images(params)
     set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train, [], params.batch_size)
-    trainer = build_trainer(params, strategy)
-    chunks = epoch_chunks(images, labels, params, strategy)
     steps = len(images) // params.batch_size
+    trainer = build_trainer(params, strategy, steps)
+    chunks = epoch_chunks(images, labels, params, strategy)
     times = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()

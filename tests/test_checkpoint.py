@@ -26,13 +26,16 @@ TINY = {"encoder_layers": [16], "decoder_layers": [16], "digit_classification_la
         "z_dim": 2, "epochs": 3, "batch_size": 10, "learning_rate": 0.01}
 # 600 images of 10: 60 steps, 30 chunks of 2 per epoch; a checkpoint after every chunk.
 TINY_TRAIN = {"steps_per_execution": 2, "checkpoint_every": 1, "checkpoint_minutes": 0}
+# Everything new that training depends on: pixel noise, the rate at epoch 2, the KL weight.
+FAMILY = {"likelihood": "bernoulli", "conditioning": "none", "binarization": "dynamic",
+          "learning_rate_schedule": "iwae", "kl_warmup_epochs": 2, "adam_epsilon": 1e-4}
 
 
-def make_project(root: Path) -> Path:
-    """A folder the train stage can run in: tiny params and prepared data."""
+def make_project(root: Path, changes: dict | None = None) -> Path:
+    """A folder the train stage can run in: tiny params (with `changes`) and prepared data."""
     yaml = YAML()
     params = yaml.load(PROJECT_PARAMS.read_text())
-    params.update(TINY)
+    params.update({**TINY, **(changes or {})})
     params["train"].update(TINY_TRAIN)
     root.mkdir()
     with open(root / "params.yaml", "w") as handle:
@@ -109,6 +112,15 @@ def test_killed_at_an_epoch_boundary_then_resumed_gives_the_same_bytes(tmp_path,
     assert output_bytes(root) == uninterrupted
 
 
+def test_the_unconditional_bernoulli_family_resumes_to_the_same_bytes(tmp_path):
+    once = make_project(tmp_path / "once", FAMILY)
+    train_to_the_end(once)
+    root = make_project(tmp_path / "project", FAMILY)
+    stop_training(root, "epoch 1/3", 0.3, signal.SIGKILL)  # somewhere in epoch 2
+    assert "resuming at epoch " in train_to_the_end(root)
+    assert output_bytes(root) == output_bytes(once)
+
+
 def test_ctrl_c_saves_a_checkpoint_and_stops_quietly(tmp_path, uninterrupted):
     root = make_project(tmp_path / "project")
     printed = stop_training(root, "epoch 1/3", 0.0, signal.SIGINT)
@@ -123,7 +135,8 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_quietly(tmp_path, uninterrupted):
 
 def saved_checkpoint(folder: Path, params, data_files) -> Checkpoints:
     set_up_tensorflow(params.seed)
-    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size),
+                            steps_per_epoch=1)
     live = folder.parent / "live"
     live.mkdir(exist_ok=True)
     checkpoints = Checkpoints(folder, params, data_files)
@@ -133,7 +146,8 @@ def saved_checkpoint(folder: Path, params, data_files) -> Checkpoints:
 
 
 def restore_with(params, folder: Path, data_files) -> Progress:
-    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size))
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size),
+                            steps_per_epoch=1)
     live = folder.parent / "restored-live"
     return Checkpoints(folder, params, data_files).restore(trainer.model, trainer.optimizer,
                                                            live)[0]

@@ -155,8 +155,8 @@ def test_info_prints_the_hyperparameters_and_the_parameter_count(vaepipe, model,
     assert [line.split() for line in lines[1:]] == [
         ["encoder_layers", "[8]"], ["decoder_layers", "[8]"],
         ["digit_classification_layers", "[8]"], ["activation", "sigmoid"],
-        ["decoder_std", "0.5"], ["z_dim", str(Z_DIM)],
-        ["parameters", f"{model.count_params():,}"]]
+        ["decoder_std", "0.5"], ["z_dim", str(Z_DIM)], ["likelihood", "gaussian"],
+        ["conditioning", "classifier"], ["parameters", f"{model.count_params():,}"]]
 
 
 @pytest.mark.parametrize("command, message", [
@@ -212,3 +212,27 @@ def test_the_script_reports_a_missing_model_in_one_line(tmp_path):
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(f"error: {tmp_path / 'nothing'}")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["sample", "restyle", "encode --predicted-digit"])
+def test_a_digit_command_on_an_unconditional_model_says_so_in_one_line(command, data_dir,
+                                                                       tmp_path, capsys):
+    directory = tmp_path / "vae"
+    save_model(VAE([8], [8], [8], "sigmoid", 0.5, Z_DIM, conditioning="none"), directory)
+    suffix = ".csv" if command.startswith("encode") else ".png"
+    with pytest.raises(SystemExit):
+        main([*command.split(), "-o", str(tmp_path / f"out{suffix}"), "--model", str(directory),
+              *(["--data", str(data_dir)] if command != "sample" else [])])
+    err = capsys.readouterr().err
+    assert err == (f"error: {directory}: {command} needs a model conditioned on digits; this one "
+                   f"has conditioning: none\n")
+
+
+def test_reconstruct_and_encode_work_with_an_unconditional_bernoulli_model(data_dir, tmp_path):
+    directory = tmp_path / "vae"
+    save_model(VAE([8], [8], [8], "sigmoid", 0.5, Z_DIM, likelihood="bernoulli",
+                   conditioning="none"), directory)
+    for command, output in (("reconstruct", "rec.png"), ("encode", "z.csv")):
+        main([command, "--count", "3", "-o", str(tmp_path / output), "--model", str(directory),
+              "--data", str(data_dir)])
+        assert (tmp_path / output).exists()

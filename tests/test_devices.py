@@ -93,9 +93,9 @@ def one_epoch(strategy_name, zero_noise):
         update={"strategy": strategy_name, "cpu_replicas": 2})})
     set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train, [], params.batch_size)
-    trainer = build_trainer(params, strategy)
+    trainer = build_trainer(params, strategy, steps_per_epoch=6)
     if zero_noise:  # the same noise in both layouts: none
-        trainer._eps = lambda batch, counter, replica=None: tf.zeros([batch, params.z_dim])
+        trainer._eps = lambda batch, seed: tf.zeros([batch, params.z_dim])
     images, labels = tiny_images(n=60)
     trainer.train_epoch(epoch_chunks(images, labels, params, strategy), 6, 1)
     return strategy, trainer
@@ -107,7 +107,7 @@ assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
 difference = max(float(np.max(np.abs(a.numpy() - b.numpy())))
                  for a, b in zip(single.model.weights, mirrored.model.weights))
 strategy, noisy = one_epoch("mirrored", zero_noise=False)
-draws = strategy.run(lambda: noisy._eps(4, 7, noisy._replica_id()))
+draws = strategy.run(lambda: noisy._eps(4, noisy._noise_seed(7, noisy._replica_id())))
 first, second = (t.numpy() for t in strategy.experimental_local_results(draws))
 print(json.dumps({"difference": difference, "devices": list(strategy.extended.worker_devices),
                   "replicas_differ": bool(np.any(first != second))}))

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -5,9 +6,10 @@ import pytest
 
 import vaepipe
 from vaepipe.errors import PipelineError
-from vaepipe.tf_runtime import tf
-from vaepipe.model import (VAE, digit_cross_entropy, gaussian_nll, kl_to_standard_normal,
+from vaepipe.likelihoods import gaussian_nll
+from vaepipe.model import (VAE, digit_cross_entropy, kl_to_standard_normal, load_model,
                            save_model, to_float_images, total_loss)
+from vaepipe.tf_runtime import tf
 
 
 def small_vae(z_dim=3, layers=(16,)) -> VAE:
@@ -134,3 +136,37 @@ def test_a_damaged_model_is_one_line_naming_the_file(tmp_path, case, message):
                                             rf"train` or `dvc checkout models/vae`$") as error:
         vaepipe.load_model(tmp_path / "vae")
     assert "\n" not in str(error.value)
+
+
+def test_the_articles_config_file_is_as_before_and_an_old_one_loads_as_the_article(tmp_path):
+    save_model(small_vae(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "likelihood" not in config and "conditioning" not in config
+    loaded = load_model(tmp_path)
+    assert (loaded.config["likelihood"], loaded.config["conditioning"]) == ("gaussian",
+                                                                           "classifier")
+
+
+@pytest.mark.parametrize("likelihood, conditioning", [("bernoulli", "none"),
+                                                      ("bernoulli", "classifier"),
+                                                      ("gaussian", "none")])
+def test_each_member_of_the_family_saves_and_loads_exactly(tmp_path, likelihood, conditioning):
+    model = VAE([8], [8], [8], "sigmoid", 0.5, 2, likelihood=likelihood,
+                conditioning=conditioning)
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.config == model.config
+    x = np.random.default_rng(0).random((3, 784)).astype(np.float32)
+    eps = np.zeros((3, 2), np.float32)
+    for got, expected in zip(loaded(x, eps), model(x, eps)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    means = loaded.decode(np.zeros((1, 2), np.float32),
+                          np.eye(10, dtype=np.float32)[[3]] if loaded.conditional else None)
+    assert means.shape == (1, 784) and 0 <= float(np.min(means)) <= float(np.max(means)) <= 1
+
+
+def test_an_unconditional_model_has_no_classifier_and_decodes_z_alone():
+    model = VAE([8], [8], [8], "sigmoid", 0.5, 2, conditioning="none")
+    assert not model.conditional
+    assert not any("classifier" in weight.path for weight in model.weights)
+    assert model.decoder_net.layers[0].kernel.shape == (2, 8)

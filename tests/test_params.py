@@ -79,10 +79,57 @@ def test_project_params_are_the_articles():
     ("evaluate.batch_size", 500, r"^params.yaml: evaluate.batch_size: batch_size x iwae_samples "
                                  r"must be at most 200000 .* got 500 x 1000 = 500000; lower"),
     ("evaluate.iwae_samples", 0, r"^params.yaml: evaluate.iwae_samples: must be at least 1, got 0$"),
+    ("likelihood", "poisson",
+     r"^params.yaml: likelihood: must be one of gaussian, bernoulli; got 'poisson'$"),
+    ("binarization", "static",
+     r"^params.yaml: binarization: must be one of none, dynamic; got 'static'$"),
+    ("conditioning", "label", r"^params.yaml: conditioning: must be one of classifier, none; "),
+    ("learning_rate_schedule", "cosine",
+     r"^params.yaml: learning_rate_schedule: must be one of constant, iwae; got 'cosine'$"),
+    ("adam_epsilon", 0, r"^params.yaml: adam_epsilon: must be greater than 0.0, got 0$"),
+    ("adam_epsilon", 2, r"^params.yaml: adam_epsilon: must be at most 1.0 \(beyond 1 it swamps "),
+    ("kl_warmup_epochs", -1, r"^params.yaml: kl_warmup_epochs: must be at least 0, got -1$"),
+    ("kl_warmup_epochs", 21, r"^params.yaml: kl_warmup_epochs: must be at most epochs = 20 \(the "
+                             r"KL weight would never reach 1\), got 21$"),
 ])
 def test_bad_values_name_the_key(raw, key, value, message):
     with pytest.raises(PipelineError, match=message):
         parse_params(with_value(raw, key, value))
+
+
+def test_project_params_are_the_articles_member_of_the_family():
+    params = load_params(PROJECT_PARAMS)
+    assert (params.likelihood, params.binarization, params.conditioning) == (
+        "gaussian", "none", "classifier")
+    assert (params.adam_epsilon, params.learning_rate_schedule, params.kl_warmup_epochs) == (
+        1e-7, "constant", 0)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"likelihood": "bernoulli", "decoder_std": 0.3},
+     r"^params.yaml: decoder_std: unused with likelihood: bernoulli \(only likelihood: gaussian "
+     r"reads it\), got 0.3; leave it at 0.5$"),
+    ({"conditioning": "none", "digit_classification_weight": 1.0},
+     r"^params.yaml: digit_classification_weight: unused with conditioning: none \(only "
+     r"conditioning: classifier reads it\), got 1.0; leave it at 10.0$"),
+    ({"learning_rate_schedule": "iwae", "epochs": 3281},
+     r"^params.yaml: epochs: must be at most 3280 with learning_rate_schedule: iwae \(its 8 "
+     r"stages end there\), got 3281$"),
+])
+def test_combinations_that_cannot_work_name_the_key(raw, changes, message):
+    with pytest.raises(PipelineError, match=message):
+        parse_params({**raw, **changes})
+
+
+@pytest.mark.parametrize("changes", [
+    {"likelihood": "bernoulli", "binarization": "dynamic", "conditioning": "none"},
+    {"learning_rate_schedule": "iwae", "epochs": 3280, "adam_epsilon": 1e-4,
+     "kl_warmup_epochs": 100},
+    {"likelihood": "bernoulli", "conditioning": "classifier", "binarization": "none"},
+])
+def test_every_member_of_the_family_is_accepted(raw, changes):
+    params = parse_params({**raw, **changes})
+    assert all(getattr(params, key) == value for key, value in changes.items())
 
 
 def test_unknown_key_is_named_with_the_expected_ones(raw):

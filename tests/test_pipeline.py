@@ -135,8 +135,9 @@ def test_repro_writes_every_output_and_leaves_a_clean_status(repo):
         assert metrics[split]["elbo"] < 0 and metrics[split]["iwae"] < 0
         assert 0 <= metrics[split]["accuracy"] <= 1
     figures = sorted(p.name for p in (repo.root / "reports" / "figures").iterdir())
-    assert figures == ["latent_pca.png", "latent_traversals.png", "loss_curves.png",
-                       "reconstructions.png", "sample_grid.png", "style_transfer.png"]
+    assert figures == ["latent_manifold.png", "latent_pca.png", "latent_scatter.png",  # z_dim 2
+                       "latent_traversals.png", "loss_curves.png", "reconstructions.png",
+                       "sample_grid.png", "style_transfer.png"]
     assert "Stage 'render' didn't change" in repo.dvc("repro").stdout
 
 
@@ -349,3 +350,24 @@ def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results
     assert "test: elbo" not in result.stderr  # it stopped before evaluating
     assert [path.read_bytes() for path in outputs] == before
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+
+
+def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
+    result = repo.dvc("exp", "run", "-S", "likelihood=bernoulli", "-S", "conditioning=none",
+                      "-S", "binarization=dynamic")
+    assert ran_stages(result.stdout) == ["check_params", "train", "evaluate", "render"]
+    config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
+    assert (config["likelihood"], config["conditioning"]) == ("bernoulli", "none")
+    metrics = repo.metrics()
+    for split in ("test", "val"):
+        assert "accuracy" not in metrics[split]
+        assert metrics[split]["nll"] == -metrics[split]["iwae"] > 0
+        assert metrics[split]["nll_measures"].startswith("-log p(x), estimated as -(IWAE bound")
+        assert "comparable with the VAE and IWAE papers" in metrics[split]["nll_measures"]
+    figures = sorted(p.name for p in (repo.root / "reports" / "figures").iterdir())
+    assert figures == ["latent_manifold.png", "latent_pca.png", "latent_scatter.png",
+                       "latent_traversals.png", "loss_curves.png", "reconstructions.png",
+                       "sample_grid.png"]  # no style transfer without digits
+    predictions = (repo.root / "reports" / "evaluate" / "test_predictions.csv").read_text()
+    assert predictions == "actual,predicted\n"
+    repo.run("git", "checkout", "-q", "--", ".")

@@ -1,3 +1,4 @@
+from functools import partial
 from pathlib import Path
 
 import matplotlib.image
@@ -57,6 +58,15 @@ def figure_cases() -> dict[str, tuple]:
                        latent_means(rng, 500, 4)),
         "latent_traversals": (plotting.plot_latent_traversals, plotting.latent_traversals_figure,
                               (random_images(rng, 3, 5), np.linspace(-3, 3, 5), 7)),
+        "unconditional_sample_grid": (partial(plotting.plot_sample_grid, conditional=False),
+                                      partial(plotting.sample_grid_figure, conditional=False),
+                                      (random_images(rng, EPOCHS, 10),)),
+        "vae_loss_curve": (plotting.plot_loss_curves, plotting.loss_curves_figure,
+                           (history(5)[["epoch", "train/vae_loss", "val/vae_loss"]],)),
+        "latent_manifold": (plotting.plot_latent_manifold, plotting.latent_manifold_figure,
+                            (random_images(rng, 4, 4), np.linspace(-3, 3, 4), None)),
+        "latent_scatter": (plotting.plot_latent_scatter, plotting.latent_scatter_figure,
+                           latent_means(rng, 500, 2)),
     }
 
 
@@ -97,7 +107,7 @@ def test_each_figure_renders_to_the_same_bytes_twice(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["sample_grid", "reconstructions", "style_transfer",
-                                  "latent_traversals"])
+                                  "latent_traversals", "unconditional_sample_grid"])
 def test_image_grids_have_square_panels_of_fixed_size_without_ticks(name):
     _, build, args = CASES[name]
     fig = build(*args)
@@ -242,3 +252,28 @@ def test_latent_pca_renders_small_latent_spaces(z_dim, tmp_path):
     assert ax.get_xlabel().startswith("PC1 (") and ax.get_xlabel().endswith("% of variance)")
     assert ax.get_ylabel().startswith("digit (jittered)" if z_dim == 1 else "PC2 (")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(d) for d in range(10)]
+
+
+def test_an_unconditional_sample_grid_has_no_digit_columns():
+    fig = plotting.sample_grid_figure(constant_images(sample_intensity(EPOCHS)), False)
+    assert len(fig.axes) == EPOCHS * 10
+    assert not any(ax.get_title() for ax in fig.axes)
+    assert "the same ten z's" in fig.get_suptitle()
+
+
+def test_latent_manifold_is_one_canvas_with_z1_falling_down_the_rows():
+    steps = 3
+    images = constant_images(np.arange(steps * steps).reshape(steps, steps) / 10)
+    fig = plotting.latent_manifold_figure(images, np.array([-1.0, 0.0, 1.0]), 3)
+    canvas = fig.axes[0].images[0].get_array()
+    assert canvas.shape == (28 * steps, 28 * steps)
+    assert canvas[0, 28 * 2] == pytest.approx(0.2) and canvas[28 * 2, 0] == pytest.approx(0.6)
+    labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert labels == ["1.0", "0.0", "-1.0"]
+    assert fig.axes[0].get_xlabel() == "z[0]" and "digit 3" in fig.get_suptitle()
+
+
+def test_latent_scatter_draws_the_means_on_their_own_axes():
+    means, labels = latent_means(np.random.default_rng(0), 50, 2)
+    fig = plotting.latent_scatter_figure(means, labels)
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), means)

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from vaepipe.errors import PipelineError
 from vaepipe.model import VAE
-from vaepipe.render import (HISTORY_METRICS, latent_traversals, read_history,
+from vaepipe.render import (HISTORY_METRICS, latent_manifold, latent_traversals, read_history,
                             reconstruct, redraw_as_every_digit)
 
 
@@ -66,3 +66,21 @@ def test_reconstruction_decodes_the_mean_with_the_predicted_digit(model):
     mu = model.encode(x)[0]
     expected = model.decode(mu, tf.nn.softmax(model.classify(x))).numpy()
     np.testing.assert_allclose(reconstruct(model, x), expected, rtol=1e-6)
+
+
+def test_an_unconditional_models_history_has_only_the_vae_loss(tmp_path):
+    write_live_history(tmp_path)
+    history = read_history(tmp_path, conditional=False)
+    assert list(history.columns) == ["epoch", "train/vae_loss", "val/vae_loss"]
+
+
+def test_the_latent_manifold_decodes_a_grid_of_z_with_z1_falling_down_the_rows():
+    tf.keras.utils.set_random_seed(0)
+    model = VAE([16], [16], [16], "sigmoid", 0.5, 2, likelihood="bernoulli", conditioning="none")
+    images, values = latent_manifold(model, 5, digit=3)
+    assert images.shape == (5, 5, 784)
+    top_right = model.decode(np.array([[values[-1], values[-1]]], np.float32)).numpy()[0]
+    bottom_left = model.decode(np.array([[values[0], values[0]]], np.float32)).numpy()[0]
+    np.testing.assert_allclose(images[0, -1], top_right, rtol=1e-5)
+    np.testing.assert_allclose(images[-1, 0], bottom_left, rtol=1e-5)
+    assert 0 < images.min() and images.max() < 1  # Bernoulli means: sigmoids of the logits

@@ -5,7 +5,8 @@ from vaepipe.errors import PipelineError
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
-from vaepipe.training import Trainer, build_trainer, chunked_dataset, epoch_chunks, train
+from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks,
+                               learning_rate, sample_rows, train)
 
 from conftest import PROJECT_PARAMS
 
@@ -31,15 +32,16 @@ def tiny_images(n=60, seed=0):
     return images, labels
 
 
-def make_trainer(params) -> Trainer:
+def make_trainer(params, steps_per_epoch=6) -> Trainer:
     set_up_tensorflow(params.seed)
-    return build_trainer(params, select_strategy(params.train, [], params.batch_size))
+    return build_trainer(params, select_strategy(params.train, [], params.batch_size),
+                         steps_per_epoch)
 
 
 def train_epochs(params, images, labels, epochs):
-    trainer = make_trainer(params)
-    chunks = epoch_chunks(images, labels, params, trainer.strategy)
     steps = len(images) // params.batch_size
+    trainer = make_trainer(params, steps)
+    chunks = epoch_chunks(images, labels, params, trainer.strategy)
     for epoch in range(1, epochs + 1):
         trainer.train_epoch(chunks, steps, epoch)
     return trainer
@@ -126,3 +128,57 @@ def test_a_diverging_run_stops_in_one_line_and_writes_nothing(tmp_path):
     written = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*")
                if p.is_file() and "prepared" not in p.parts}
     assert written == old
+
+
+def test_the_iwae_schedule_holds_each_rate_for_3_to_the_i_epochs():
+    params = tiny_params(learning_rate=0.001, learning_rate_schedule="iwae", epochs=3280)
+    schedule = learning_rate(params, steps_per_epoch=5)
+    stage_ends = [1, 4, 13, 40, 121, 364, 1093]  # epochs, cumulative 3^i
+    assert float(schedule(0)) == pytest.approx(0.001)
+    for i, end in enumerate(stage_ends):
+        assert float(schedule(end * 5 - 1)) == pytest.approx(0.001 * 10 ** (-i / 7))
+        assert float(schedule(end * 5)) == pytest.approx(0.001 * 10 ** (-(i + 1) / 7))
+    assert float(schedule(3280 * 5)) == pytest.approx(0.0001)
+    assert learning_rate(tiny_params(), 5) == 0.01  # constant: the number itself
+
+
+def test_kl_warmup_rises_from_zero_to_one_over_its_epochs():
+    trainer = make_trainer(tiny_params(kl_warmup_epochs=2), steps_per_epoch=6)
+    weights = [float(trainer._kl_weight(step)) for step in (0, 3, 6, 12, 100)]
+    assert weights == pytest.approx([0.0, 0.25, 0.5, 1.0, 1.0])
+
+
+def test_warmup_lowers_the_first_steps_kl_pull_and_adam_epsilon_is_passed():
+    params = tiny_params(kl_warmup_epochs=1, adam_epsilon=1e-4)
+    trainer = make_trainer(params)
+    assert trainer.optimizer.epsilon == 1e-4
+    images, labels = tiny_images()
+    with_warmup = train_epochs(params, images, labels, 1)
+    without = train_epochs(tiny_params(adam_epsilon=1e-4), images, labels, 1)
+    assert any(np.any(a.numpy() != b.numpy())
+               for a, b in zip(with_warmup.model.weights, without.model.weights))
+
+
+def test_the_unconditional_bernoulli_family_trains_the_same_twice_and_learns():
+    params = tiny_params(likelihood="bernoulli", conditioning="none", binarization="dynamic")
+    images, labels = tiny_images()
+    first, second = (train_epochs(params, images, labels, 3) for _ in range(2))
+    assert not hasattr(first.model, "classifier_net")
+    for a, b in zip(first.model.weights, second.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    before = make_trainer(params).measure(images, labels, 0)
+    after = first.measure(images, labels, 0)
+    assert set(after) == {"vae_loss"}
+    assert after["vae_loss"] < before["vae_loss"]
+
+
+def test_unconditional_sample_rows_are_ten_fixed_latents():
+    params = tiny_params(conditioning="none")
+    trainer = make_trainer(params)
+    rows = sample_rows(trainer.model, params.seed, epochs_done=0)
+    first, second = next(rows), next(rows)
+    assert first.shape == (10, 784)
+    np.testing.assert_array_equal(first, second)  # same z's, same weights
+    assert np.any(first[0] != first[1])
+    resumed = sample_rows(trainer.model, params.seed, epochs_done=5)
+    np.testing.assert_array_equal(next(resumed), first)

@@ -113,6 +113,15 @@ def _load_model(directory: Path):
     return load_model(directory)
 
 
+def _conditional_model(directory: Path, what: str):
+    """The trained model, which `what` needs to be conditioned on digits."""
+    model = _load_model(directory)
+    if not model.conditional:
+        raise PipelineError(f"{directory}: {what} needs a model conditioned on digits; this one "
+                            f"has conditioning: none")
+    return model
+
+
 def _model_input(images: np.ndarray) -> np.ndarray:
     """Float32 rows (n, 784) in [0, 1]: uint8 pixels are scaled as in training."""
     from vaepipe.model import IMAGE_PIXELS, to_float_images
@@ -140,7 +149,7 @@ def _sample(args) -> None:
     _check_fits("--count", args.count, MAX_PANELS // len(digits),
                 f"samples of {len(digits)} digits" if len(digits) > 1 else "samples")
     _check_suffix(args.output, [".png"])
-    model = _load_model(args.model)
+    model = _conditional_model(args.model, "sample")
     from vaepipe import plotting
     from vaepipe.render import one_hot
     z = np.random.default_rng(args.seed).standard_normal((args.count, model.z_dim),
@@ -168,7 +177,7 @@ def _reconstruct(args) -> None:
 def _restyle(args) -> None:
     images, described = _chosen(args, MAX_PANELS // RESTYLE_PANELS)
     _check_suffix(args.output, [".png"])
-    model = _load_model(args.model)
+    model = _conditional_model(args.model, "restyle")
     from vaepipe import plotting
     from vaepipe.render import redraw_as_every_digit
     x = _model_input(images)
@@ -201,7 +210,8 @@ def _table_bytes(table, suffix: str) -> bytes:
 def _encode(args) -> None:
     images, described = _chosen(args, limit=None)
     _check_suffix(args.output, [".csv", ".npy"])
-    model = _load_model(args.model)
+    model = (_conditional_model(args.model, "encode --predicted-digit") if args.predicted_digit
+             else _load_model(args.model))
     table = _latent_table(model, _model_input(images), args.variances, args.predicted_digit)
     with _writing(args.output):
         atomic_write_bytes(args.output, _table_bytes(table, args.output.suffix.lower()))

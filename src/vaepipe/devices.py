@@ -67,9 +67,10 @@ def require_tf_config(environ=os.environ) -> dict:
     """TF_CONFIG, checked: a cluster of workers and this process's place in it."""
     raw = environ.get("TF_CONFIG")
     if not raw:
-        raise PipelineError("train.strategy: multi_worker needs the TF_CONFIG environment "
-                            "variable, e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", "
-                            "\"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+        example = {"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                   "task": {"type": "worker", "index": 0}}
+        raise PipelineError(f"train.strategy: multi_worker needs the TF_CONFIG environment "
+                            f"variable, e.g. TF_CONFIG='{json.dumps(example)}'")
     try:
         config = json.loads(raw)
         workers = config["cluster"]["worker"]

@@ -4,7 +4,8 @@ With K samples z_k ~ q(z|x) per image, log w_k = log p(x|z_k, c) + log p(z_k) - 
 - IWAE bound (Burda et al. 2015): log (1/K) sum_k w_k, by log-sum-exp; K = 1 gives the ELBO.
 - ELBO: -(reconstruction + KL), reconstruction = mean_k -log p(x|z_k, c) (the same K samples,
   which average the Monte Carlo noise away), KL in closed form.
-All values are nats per image; per-image values are averaged in float64.
+All values are nats per image; per-image values are averaged in float64. With a classifier,
+p(x|z, c) is conditioned on its c(x), so the bound is one of -log p(x | c(x)), not of -log p(x).
 """
 
 import math
@@ -15,11 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from vaepipe.binarization import make_binarization
 from vaepipe.data import load_split
 from vaepipe.devices import evaluation_device, set_up_tensorflow
 from vaepipe.files import staged_outputs, write_json
-from vaepipe.model import (NUM_DIGITS, VAE, gaussian_nll, kl_to_standard_normal, load_model,
-                           to_float_images)
+from vaepipe.model import NUM_DIGITS, VAE, kl_to_standard_normal, load_model, to_float_images
 from vaepipe.params import Params
 from vaepipe.tf_runtime import tf
 
@@ -32,10 +33,10 @@ def per_image_bounds(model: VAE, x, eps):
     mu, var = model.encode(x)
     digit_probs = model.digit_probs(x)
     z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, K, z_dim)
-    x_mean = model.decode(tf.reshape(z, [n * k, z_dim]),
-                          tf.repeat(digit_probs, k, axis=0))
-    x_mean = tf.reshape(x_mean, [n, k, -1])
-    log_likelihood = -gaussian_nll(x[:, None, :], x_mean, model.decoder_std)  # (n, K)
+    output = model.decoder_output(tf.reshape(z, [n * k, z_dim]),
+                                  tf.repeat(digit_probs, k, axis=0))
+    output = tf.reshape(output, [n, k, -1])
+    log_likelihood = model.likelihood.log_prob(x[:, None, :], output)  # (n, K)
     log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
     log_posterior = -0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI,
                                          axis=-1)
@@ -66,12 +67,15 @@ class Evaluator:
         seed = tf.stack([tf.constant(self.seed, tf.int64), batch_index])
         eps = tf.random.stateless_normal([tf.shape(x)[0], self.iwae_samples, self.model.z_dim],
                                          seed=seed)
-        predictions = tf.argmax(self.model.classify(x), axis=1, output_type=tf.int32)
-        return (*per_image_bounds(self.model, x, eps), predictions)
+        bounds = per_image_bounds(self.model, x, eps)
+        if not self.model.conditional:
+            return bounds
+        return (*bounds, tf.argmax(self.model.classify(x), axis=1, output_type=tf.int32))
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
-                 progress=None) -> tuple[dict, np.ndarray]:
-        """Metrics for one split, and the classifier's prediction for each image.
+                 progress=None) -> tuple[dict, np.ndarray | None]:
+        """Metrics for one split, and the classifier's prediction for each image (None for an
+        unconditional model).
 
         `stream` keeps the noise of different splits apart while staying a function of the seed.
         """
@@ -83,25 +87,66 @@ class Evaluator:
                 column.append(values.numpy())
             if progress is not None:
                 progress.update(len(x))
-        iwae, reconstruction, kl, predictions = (np.concatenate(c) for c in columns)
+        iwae, reconstruction, kl, predictions = (np.concatenate(c) if c else None
+                                                 for c in columns)
         return summarize(iwae, reconstruction, kl, labels, predictions), predictions
 
 
 def summarize(iwae: np.ndarray, reconstruction: np.ndarray, kl: np.ndarray,
-              labels: np.ndarray, predictions: np.ndarray) -> dict:
-    """Split-level metrics from per-image values (means in float64)."""
+              labels: np.ndarray, predictions: np.ndarray | None) -> dict:
+    """Split-level metrics from per-image values (means in float64); the accuracy only when
+    there are predictions."""
     iwae, reconstruction, kl = (np.asarray(a, dtype=np.float64) for a in (iwae, reconstruction, kl))
-    counts = confusion_matrix(labels, predictions)
-    per_digit = np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
-    return {
+    metrics = {
         "elbo": float(-(reconstruction.mean() + kl.mean())),
         "reconstruction": float(reconstruction.mean()),
         "kl": float(kl.mean()),
         "iwae": float(iwae.mean()),
         "iwae_stderr": float(iwae.std(ddof=1) / math.sqrt(len(iwae))) if len(iwae) > 1 else 0.0,
-        "accuracy": float(np.trace(counts) / counts.sum()),
-        "accuracy_per_digit": {str(d): float(a) for d, a in enumerate(per_digit)},
     }
+    if predictions is not None:
+        counts = confusion_matrix(labels, predictions)
+        per_digit = np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
+        metrics["accuracy"] = float(np.trace(counts) / counts.sum())
+        metrics["accuracy_per_digit"] = {str(d): float(a) for d, a in enumerate(per_digit)}
+    return metrics
+
+
+# What the data under the likelihood is, and so whether the NLL compares with the papers'.
+DATA_MEANING = {
+    ("bernoulli", "dynamic"): "binary pixels (one fixed Bernoulli draw of the split) under a "
+                              "Bernoulli likelihood: comparable with the VAE and IWAE papers' "
+                              "binarized-MNIST NLL",
+    ("bernoulli", "none"): "pixel intensities in [0, 1] scored by a Bernoulli likelihood (not a "
+                           "normalised density of them): not comparable with the papers",
+    ("gaussian", "dynamic"): "binary pixels under a Gaussian density: not comparable with the "
+                             "papers",
+    ("gaussian", "none"): "pixel intensities under a Gaussian density: not comparable with the "
+                          "binarized-MNIST papers",
+}
+
+
+def nll_measures(model: VAE, binarization: str, iwae_samples: int) -> str:
+    """What `nll` of metrics.json is, in words."""
+    target = "-log p(x | c(x)), conditional on the classifier's c(x)" if model.conditional \
+        else "-log p(x)"
+    return (f"{target}, estimated as -(IWAE bound at K = {iwae_samples}), an upper bound, in "
+            f"nats per image; "
+            f"{DATA_MEANING[(model.config['likelihood'], binarization)]}")
+
+
+def with_nll(metrics: dict, measures: str) -> dict:
+    """The split's metrics with the test NLL = -IWAE bound, its standard error and its meaning."""
+    return {**metrics, "nll": -metrics["iwae"], "nll_stderr": metrics["iwae_stderr"],
+            "nll_measures": measures}
+
+
+def predictions_table(labels: np.ndarray, predicted: np.ndarray | None) -> pd.DataFrame:
+    """The actual and predicted digit of each image; no rows for an unconditional model, which
+    has no classifier (the confusion-matrix plot is then empty)."""
+    if predicted is None:
+        return pd.DataFrame({"actual": [], "predicted": []}, dtype=np.int64)
+    return pd.DataFrame({"actual": labels, "predicted": predicted})
 
 
 def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Path,
@@ -113,18 +158,21 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
         model = load_model(model_dir)
         evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
                               params.seed, params.train.jit_compile)
+        binarization = make_binarization(params.binarization, params.data.split_seed)
+        measures = nll_measures(model, params.binarization, params.evaluate.iwae_samples)
         metrics, predictions = {}, {}
         for stream, split in enumerate(("test", "val")):
             data = load_split(prepared_dir, split)
             with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image",
                       leave=False, disable=not sys.stderr.isatty()) as progress:
-                metrics[split], predicted = evaluator.evaluate(data.images, data.labels, stream,
-                                                               progress)
-            predictions[split] = pd.DataFrame({"actual": data.labels, "predicted": predicted})
+                split_metrics, predicted = evaluator.evaluate(
+                    binarization.split(data.images, split), data.labels, stream, progress)
+            metrics[split] = with_nll(split_metrics, measures)
+            predictions[split] = predictions_table(data.labels, predicted)
             m = metrics[split]
+            accuracy = f"  accuracy {m['accuracy']:.4f}" if "accuracy" in m else ""
             print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
-                  f"(K={params.evaluate.iwae_samples})  accuracy {m['accuracy']:.4f}",
-                  file=sys.stderr)
+                  f"(K={params.evaluate.iwae_samples}){accuracy}", file=sys.stderr)
         write_json(outputs[metrics_path], metrics)
         outputs[predictions_path].write_bytes(predictions["test"].to_csv(index=False).encode())
     return metrics

@@ -1,8 +1,9 @@
-"""The article's conditional VAE in Keras 3 / TensorFlow 2, its loss terms, and save / load.
+"""The article's conditional VAE in Keras 3 / TensorFlow 2, its family, loss terms, save / load.
 
 Encoder q(z|x) = N(mu(x), diag(var(x))), digit classifier c(x) = softmax(logits(x)), decoder
 p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are float32 rows of
-784 pixel intensities in [0, 1].
+784 pixel intensities in [0, 1]. The family: `likelihood` bernoulli makes f output logits
+(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone.
 """
 
 import json
@@ -13,11 +14,15 @@ import numpy as np
 
 from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.errors import PipelineError
+from vaepipe.likelihoods import make_likelihood
 from vaepipe.tf_runtime import keras, tf
 
 IMAGE_PIXELS = math.prod(IMAGE_SHAPE)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
+# The article's model; a config.json without these keys (saved before the family) is that model,
+# and a saved config leaves out the ones at these values, so that the article's stays as it was.
+ARTICLE_FAMILY = {"likelihood": "gaussian", "conditioning": "classifier"}
 
 
 def _mlp(hidden_layers, activation: str, output_size: int | None = None, output_activation=None,
@@ -33,7 +38,9 @@ class VAE(keras.Model):
     """The article's model. `config` holds the hyperparameters it was built with."""
 
     def __init__(self, encoder_layers, decoder_layers, digit_classification_layers,
-                 activation: str, decoder_std: float, z_dim: int, **kwargs):
+                 activation: str, decoder_std: float, z_dim: int,
+                 likelihood: str = ARTICLE_FAMILY["likelihood"],
+                 conditioning: str = ARTICLE_FAMILY["conditioning"], **kwargs):
         super().__init__(**kwargs)
         self.config = {
             "encoder_layers": list(encoder_layers),
@@ -42,17 +49,23 @@ class VAE(keras.Model):
             "activation": activation,
             "decoder_std": float(decoder_std),
             "z_dim": int(z_dim),
+            "likelihood": likelihood,
+            "conditioning": conditioning,
         }
         self.z_dim = int(z_dim)
         self.decoder_std = float(decoder_std)
+        self.likelihood = make_likelihood(likelihood, decoder_std)
+        self.conditional = conditioning == "classifier"
+        self.condition_width = NUM_DIGITS if self.conditional else 0
         # mu and the variance share the encoder's hidden layers, as in the article.
         self.encoder_net = _mlp(encoder_layers, activation, name="encoder")
         self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
         self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
-        self.classifier_net = _mlp(digit_classification_layers, activation, NUM_DIGITS,
-                                   name="digit_classifier")
-        self.decoder_net = _mlp(decoder_layers, activation, IMAGE_PIXELS, "sigmoid",
-                                name="decoder")
+        if self.conditional:
+            self.classifier_net = _mlp(digit_classification_layers, activation, NUM_DIGITS,
+                                       name="digit_classifier")
+        self.decoder_net = _mlp(decoder_layers, activation, IMAGE_PIXELS,
+                                self.likelihood.output_activation, name="decoder")
         self.build_all()
 
     def build_all(self) -> None:
@@ -61,8 +74,9 @@ class VAE(keras.Model):
         hidden = self.encoder_net.compute_output_shape((None, IMAGE_PIXELS))
         self.mu_layer.build(hidden)
         self.log_var_layer.build(hidden)
-        self.classifier_net.build((None, IMAGE_PIXELS))
-        self.decoder_net.build((None, self.z_dim + NUM_DIGITS))
+        if self.conditional:
+            self.classifier_net.build((None, IMAGE_PIXELS))
+        self.decoder_net.build((None, self.z_dim + self.condition_width))
         self.built = True
 
     def encode(self, x):
@@ -71,30 +85,33 @@ class VAE(keras.Model):
         return self.mu_layer(h), 1e-5 + tf.exp(self.log_var_layer(h))
 
     def classify(self, x):
-        """Digit logits (n, 10)."""
+        """Digit logits (n, 10); an unconditional model has no classifier: (n, 0)."""
+        if not self.conditional:
+            return tf.zeros([tf.shape(x)[0], 0], x.dtype)
         return self.classifier_net(x)
 
     def digit_probs(self, x):
-        """c(x): the classifier's probabilities of the 10 digits (n, 10)."""
+        """c(x): the classifier's probabilities of the 10 digits (n, 10), or (n, 0)."""
         return tf.nn.softmax(self.classify(x))
 
-    def decode(self, z, digit_probs):
-        """The mean image f([z, c]) (n, 784) for latents z and digit probabilities c."""
-        return self.decoder_net(tf.concat([z, tf.cast(digit_probs, z.dtype)], axis=1))
+    def decoder_output(self, z, digit_probs=None):
+        """What the decoder outputs for latents z and digit probabilities c (none for an
+        unconditional model): the likelihood's parameters (n, 784)."""
+        if digit_probs is not None:
+            z = tf.concat([z, tf.cast(digit_probs, z.dtype)], axis=1)
+        return self.decoder_net(z)
+
+    def decode(self, z, digit_probs=None):
+        """The mean image E[x|z, c] (n, 784) for latents z and digit probabilities c."""
+        return self.likelihood.mean(self.decoder_output(z, digit_probs))
 
     def call(self, x, eps):
         """Per-image reconstruction NLL, KL and digit logits, with z = mu + sqrt(var) * eps."""
         mu, var = self.encode(x)
         z = mu + tf.sqrt(var) * eps
         logits = self.classify(x)
-        x_mean = self.decode(z, tf.nn.softmax(logits))
-        return gaussian_nll(x, x_mean, self.decoder_std), kl_to_standard_normal(mu, var), logits
-
-
-def gaussian_nll(x, mean, std: float):
-    """-sum over pixels of log N(x; mean, std^2), one value per image."""
-    log_norm = 0.5 * math.log(2.0 * math.pi * std * std)
-    return tf.reduce_sum(log_norm + tf.square(x - mean) / (2.0 * std * std), axis=-1)
+        output = self.decoder_output(z, tf.nn.softmax(logits))
+        return -self.likelihood.log_prob(x, output), kl_to_standard_normal(mu, var), logits
 
 
 def kl_to_standard_normal(mu, var):
@@ -121,7 +138,9 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
 def save_model(model: VAE, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=2) + "\n")
+    config = {key: value for key, value in model.config.items()
+              if ARTICLE_FAMILY.get(key, ...) != value}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     model.save_weights(directory / WEIGHTS_FILE)
 
 

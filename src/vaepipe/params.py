@@ -20,10 +20,20 @@ Activation = Literal["sigmoid", "relu", "tanh", "elu", "selu", "softplus", "gelu
                      "linear"]
 Device = Literal["auto", "cpu", "gpu"]
 Strategy = Literal["auto", "one_device", "mirrored", "multi_worker"]
+Likelihood = Literal["gaussian", "bernoulli"]
+Binarization = Literal["none", "dynamic"]
+Conditioning = Literal["classifier", "none"]
+LearningRateSchedule = Literal["constant", "iwae"]
 
 MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation split
 MAX_SEED = 2**32 - 1
 MAX_DECODED_PER_BATCH = 200_000  # evaluation images x samples per batch: 0.6 GB of decoded pixels
+IWAE_SCHEDULE_STAGES = 8  # the IWAE paper: stage i lasts 3^i epochs at learning_rate x 10^(-i/7)
+IWAE_SCHEDULE_EPOCHS = sum(3**i for i in range(IWAE_SCHEDULE_STAGES))  # 3280
+# A key that a variant of the model family does not use must keep the article's value, so that
+# a setting that would change nothing is never silently accepted.
+UNUSED_UNLESS = {"decoder_std": ("likelihood", "gaussian", 0.5),
+                 "digit_classification_weight": ("conditioning", "classifier", 10.0)}
 
 
 def limit(description: str, low: str = "", high: str = "", **bounds) -> Any:
@@ -150,6 +160,21 @@ class Params(Group):
                             ge=1, le=MNIST_TRAIN_IMAGES - 1)
     learning_rate: float = limit("Adam's step size", high="Adam diverges with steps above 1",
                                  gt=0, le=1)
+    adam_epsilon: float = limit("Adam's epsilon (Keras: 1e-7; the IWAE paper: 1e-4)",
+                                high="beyond 1 it swamps every gradient", gt=0, le=1)
+    learning_rate_schedule: LearningRateSchedule = Field(
+        description="constant: learning_rate throughout; iwae: stage i = 0..7 lasts 3^i epochs "
+                    "at learning_rate x 10^(-i/7), 3280 epochs in all")
+    kl_warmup_epochs: int = limit("epochs over which the KL term's weight rises from 0 to 1 "
+                                  "(0: always 1)", high="more epochs than any run has",
+                                  ge=0, le=100_000)
+    likelihood: Likelihood = Field(description="p(x|z): gaussian (the article's, with "
+                                               "decoder_std) or bernoulli (the decoder outputs "
+                                               "logits)")
+    binarization: Binarization = Field(description="none: pixel intensities; dynamic: every "
+                                                   "training batch drawn as Bernoulli(intensity)")
+    conditioning: Conditioning = Field(description="classifier: the decoder also sees the digit "
+                                                   "classifier's c(x) (the article); none: z alone")
     seed: Seed
     data: DataParams
     train: TrainParams
@@ -165,10 +190,31 @@ class Params(Group):
                 f"data.validation_size = {self.data.validation_size}, got {self.batch_size}"))
         return self
 
+    @model_validator(mode="after")
+    def _every_key_is_used(self) -> "Params":
+        for key, (variant, needs, article) in UNUSED_UNLESS.items():
+            if getattr(self, variant) != needs and getattr(self, key) != article:
+                raise ParamError(key, (
+                    f"unused with {variant}: {getattr(self, variant)} (only {variant}: {needs} "
+                    f"reads it), got {getattr(self, key)!r}; leave it at {article!r}"))
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_fits_the_epochs(self) -> "Params":
+        if self.learning_rate_schedule == "iwae" and self.epochs > IWAE_SCHEDULE_EPOCHS:
+            raise ParamError("epochs", (
+                f"must be at most {IWAE_SCHEDULE_EPOCHS} with learning_rate_schedule: iwae (its "
+                f"{IWAE_SCHEDULE_STAGES} stages end there), got {self.epochs}"))
+        if self.kl_warmup_epochs > self.epochs:
+            raise ParamError("kl_warmup_epochs", (
+                f"must be at most epochs = {self.epochs} (the KL weight would never reach 1), "
+                f"got {self.kl_warmup_epochs}"))
+        return self
+
     def network_config(self) -> dict:
         """The hyperparameters that define the network, as saved beside its weights."""
         keys = ("encoder_layers", "decoder_layers", "digit_classification_layers",
-                "activation", "decoder_std", "z_dim")
+                "activation", "decoder_std", "z_dim", "likelihood", "conditioning")
         return {key: getattr(self, key) for key in keys}
 
 

@@ -94,16 +94,20 @@ def digit_titles() -> list[str]:
     return [str(digit) for digit in range(NUM_DIGITS)]
 
 
-def sample_grid_figure(samples: np.ndarray) -> Figure:
-    """samples (epochs, 10, 784): the images decoded from one z per epoch as digits 0-9."""
-    return image_grid_figure(
-        samples, "Samples per epoch: one z per row, digits 0-9",
-        row_labels=[f"epoch {epoch}" for epoch in range(1, len(samples) + 1)],
-        column_titles=digit_titles())
+def sample_grid_figure(samples: np.ndarray, conditional: bool = True) -> Figure:
+    """samples (epochs, 10, 784): the images decoded from one z per epoch as digits 0-9, or,
+    for an unconditional model, from the same ten z's every epoch."""
+    row_labels = [f"epoch {epoch}" for epoch in range(1, len(samples) + 1)]
+    if not conditional:
+        return image_grid_figure(samples, "Samples per epoch: the same ten z's in every row",
+                                 row_labels=row_labels)
+    return image_grid_figure(samples, "Samples per epoch: one z per row, digits 0-9",
+                             row_labels=row_labels, column_titles=digit_titles())
 
 
-def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike) -> None:
-    save_png(sample_grid_figure(samples), path)
+def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike,
+                     conditional: bool = True) -> None:
+    save_png(sample_grid_figure(samples, conditional), path)
 
 
 def samples_figure(samples: np.ndarray, digits: Sequence[int]) -> Figure:
@@ -161,17 +165,46 @@ def sweep_value_title(value: float) -> str:
     return np.format_float_positional(value, precision=2, unique=True, trim="0")
 
 
-def latent_traversals_figure(images: np.ndarray, values: np.ndarray, digit: int) -> Figure:
-    """images (z_dim, steps, 784): row i sweeps latent dimension i over `values` (steps,)."""
+def latent_traversals_figure(images: np.ndarray, values: np.ndarray, digit: int | None) -> Figure:
+    """images (z_dim, steps, 784): row i sweeps latent dimension i over `values` (steps,), with
+    `digit` given to the decoder (None: an unconditional model)."""
+    of_digit = f" of digit {digit}" if digit is not None else ""
     return image_grid_figure(
-        images, f"Latent traversals of digit {digit}: row z[i] sweeps dimension i",
+        images, f"Latent traversals{of_digit}: row z[i] sweeps dimension i",
         row_labels=[f"z[{dim}]" for dim in range(len(images))],
         column_titles=[sweep_value_title(value) for value in values])
 
 
-def plot_latent_traversals(images: np.ndarray, values: np.ndarray, digit: int,
+def plot_latent_traversals(images: np.ndarray, values: np.ndarray, digit: int | None,
                            path: str | os.PathLike) -> None:
     save_png(latent_traversals_figure(images, values, digit), path)
+
+
+def latent_manifold_figure(images: np.ndarray, values: np.ndarray, digit: int | None) -> Figure:
+    """images (steps, steps, 784) decoded over a grid of z = (z[0], z[1]): row i has
+    z[1] = values[-1 - i], column j z[0] = values[j]; one canvas, as keras-io's VAE example
+    draws it."""
+    steps = len(values)
+    side = IMAGE_SHAPE[0]
+    canvas = np.asarray(images).reshape(steps, steps, *IMAGE_SHAPE).transpose(0, 2, 1, 3)
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(canvas.reshape(steps * side, steps * side), cmap=IMAGE_CMAP, vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+    centres = side // 2 + side * np.arange(steps)
+    ax.set_xticks(centres, [sweep_value_title(value) for value in values])
+    ax.set_yticks(centres, [sweep_value_title(value) for value in values[::-1]])
+    ax.set_xlabel("z[0]", fontsize=AXIS_LABEL_FONTSIZE)
+    ax.set_ylabel("z[1]", fontsize=AXIS_LABEL_FONTSIZE)
+    of_digit = f" of digit {digit}" if digit is not None else ""
+    fig.suptitle(f"Latent manifold{of_digit}: images decoded over a grid of z",
+                 fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def plot_latent_manifold(images: np.ndarray, values: np.ndarray, digit: int | None,
+                         path: str | os.PathLike) -> None:
+    save_png(latent_manifold_figure(images, values, digit), path)
 
 
 def draw_train_and_val(ax, history: pd.DataFrame, metric: str, title: str, ylabel: str) -> None:
@@ -193,7 +226,14 @@ def label_history_axes(ax, title: str, ylabel: str) -> None:
 
 
 def loss_curves_figure(history: pd.DataFrame) -> Figure:
-    """history: one row per epoch (`epoch` from 1) with train/val losses and val/accuracy."""
+    """history: one row per epoch (`epoch` from 1) with train/val losses and val/accuracy; the
+    VAE loss alone for an unconditional model (no classifier)."""
+    if "val/accuracy" not in history:
+        fig = Figure(figsize=(6, 4.5), layout="constrained")
+        draw_train_and_val(fig.subplots(), history, "vae_loss", "VAE loss (negative ELBO)",
+                           "loss (nats/image)")
+        fig.suptitle("Training history", fontsize=SUPTITLE_FONTSIZE)
+        return fig
     fig = Figure(figsize=(14, 4.5), layout="constrained")
     vae_ax, classifier_ax, accuracy_ax = fig.subplots(1, 3)
     draw_train_and_val(vae_ax, history, "vae_loss", "VAE loss (negative ELBO)",
@@ -242,7 +282,6 @@ def latent_pca_figure(latent_means: np.ndarray, labels: np.ndarray) -> Figure:
     projected, explained = pca_2d(latent_means)
     fig = Figure(figsize=(7.5, 6), layout="constrained")
     ax = fig.subplots()
-    digit_colours = colormaps[DIGIT_CMAP]
     ax.set_xlabel(f"PC1 ({100 * explained[0]:.1f}% of variance)", fontsize=AXIS_LABEL_FONTSIZE)
     if latent_means.shape[1] == 1:
         # One dimension has no second component: spread the points by digit instead.
@@ -254,14 +293,39 @@ def latent_pca_figure(latent_means: np.ndarray, labels: np.ndarray) -> Figure:
         y = projected[:, 1]
         ax.set_ylabel(f"PC2 ({100 * explained[1]:.1f}% of variance)",
                       fontsize=AXIS_LABEL_FONTSIZE)
-    # One scatter in data order, so no digit is systematically drawn over the others.
-    ax.scatter(projected[:, 0], y, c=digit_colours(labels), s=3, alpha=0.6, linewidths=0)
-    handles = [Line2D([], [], marker="o", linestyle="", color=digit_colours(digit),
-                      label=str(digit)) for digit in range(NUM_DIGITS)]
-    ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    scatter_by_digit(ax, projected[:, 0], y, labels)
     fig.suptitle(f"Latent means of {len(labels)} images on their principal components",
                  fontsize=SUPTITLE_FONTSIZE)
     return fig
+
+
+def scatter_by_digit(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> None:
+    """Points coloured by digit, with a legend of the ten colours."""
+    digit_colours = colormaps[DIGIT_CMAP]
+    # One scatter in data order, so no digit is systematically drawn over the others.
+    ax.scatter(x, y, c=digit_colours(labels), s=3, alpha=0.6, linewidths=0)
+    handles = [Line2D([], [], marker="o", linestyle="", color=digit_colours(digit),
+                      label=str(digit)) for digit in range(NUM_DIGITS)]
+    ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def latent_scatter_figure(latent_means: np.ndarray, labels: np.ndarray) -> Figure:
+    """Scatter 2-dimensional latent means (n, 2) on their own axes, coloured by digit, as
+    keras-io's VAE example draws them."""
+    latent_means = np.asarray(latent_means)
+    labels = np.asarray(labels, dtype=np.int64)  # integers index tab10's colours directly
+    fig = Figure(figsize=(7.5, 6), layout="constrained")
+    ax = fig.subplots()
+    scatter_by_digit(ax, latent_means[:, 0], latent_means[:, 1], labels)
+    ax.set_xlabel("z[0]", fontsize=AXIS_LABEL_FONTSIZE)
+    ax.set_ylabel("z[1]", fontsize=AXIS_LABEL_FONTSIZE)
+    fig.suptitle(f"Latent means of {len(labels)} images", fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def plot_latent_scatter(latent_means: np.ndarray, labels: np.ndarray,
+                        path: str | os.PathLike) -> None:
+    save_png(latent_scatter_figure(latent_means, labels), path)
 
 
 def plot_latent_pca(latent_means: np.ndarray, labels: np.ndarray,

@@ -12,15 +12,17 @@ from vaepipe.files import atomic_dir
 from vaepipe.model import IMAGE_PIXELS, NUM_DIGITS, VAE, load_model, to_float_images
 from vaepipe.params import Params
 
-HISTORY_METRICS = ("train/vae_loss", "val/vae_loss", "train/classifier_loss",
-                   "val/classifier_loss", "val/accuracy")
+VAE_HISTORY = ("train/vae_loss", "val/vae_loss")
+HISTORY_METRICS = (*VAE_HISTORY, "train/classifier_loss", "val/classifier_loss", "val/accuracy")
 TRAVERSAL_RANGE = 3.0
+MANIFOLD_STEPS = 15  # points per axis of the latent-manifold grid of a 2-dimensional z
 
 
-def read_history(live_dir: str | Path) -> pd.DataFrame:
-    """Per-epoch metrics from the dvclive files of the train stage, one row per epoch (from 1)."""
+def read_history(live_dir: str | Path, conditional: bool = True) -> pd.DataFrame:
+    """Per-epoch metrics from the dvclive files of the train stage, one row per epoch (from 1);
+    an unconditional model has no classifier's."""
     history = None
-    for metric in HISTORY_METRICS:
+    for metric in HISTORY_METRICS if conditional else VAE_HISTORY:
         path = Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv"
         if not path.exists():
             raise PipelineError(f"{path}: missing (run `dvc repro train`)")
@@ -33,6 +35,11 @@ def read_history(live_dir: str | Path) -> pd.DataFrame:
 
 def one_hot(digits) -> np.ndarray:
     return np.eye(NUM_DIGITS, dtype=np.float32)[np.asarray(digits)]
+
+
+def digit_condition(model: VAE, digits) -> np.ndarray | None:
+    """What the decoder sees besides z: the digits, one-hot; nothing for an unconditional model."""
+    return one_hot(digits) if model.conditional else None
 
 
 def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
@@ -49,14 +56,25 @@ def redraw_as_every_digit(model: VAE, x: np.ndarray) -> np.ndarray:
 
 
 def latent_traversals(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sweep each latent dimension from -3 to 3 around z = 0 with the digit fixed."""
+    """Sweep each latent dimension from -3 to 3 around z = 0 with the digit fixed (if the model
+    is conditional)."""
     values = np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps, dtype=np.float32)
     z = np.zeros((model.z_dim, steps, model.z_dim), dtype=np.float32)
     for dim in range(model.z_dim):
         z[dim, :, dim] = values
     flat = z.reshape(-1, model.z_dim)
-    images = np.asarray(model.decode(flat, one_hot(np.full(len(flat), digit))))
+    images = np.asarray(model.decode(flat, digit_condition(model, np.full(len(flat), digit))))
     return images.reshape(model.z_dim, steps, -1), values
+
+
+def latent_manifold(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-dimensional z decoded over a grid from -3 to 3 (steps, steps, 784), z[1] falling down
+    the rows and z[0] rising along the columns, with the digit fixed (if conditional)."""
+    values = np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps, dtype=np.float32)
+    z1, z0 = np.meshgrid(values[::-1], values, indexing="ij")
+    flat = np.stack([z0.ravel(), z1.ravel()], axis=1)
+    images = np.asarray(model.decode(flat, digit_condition(model, np.full(len(flat), digit))))
+    return images.reshape(steps, steps, -1), values
 
 
 def load_samples(path: str | Path) -> np.ndarray:
@@ -74,22 +92,30 @@ def load_samples(path: str | Path) -> np.ndarray:
 
 def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path,
                  live_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path) -> None:
-    """Write the six figures into `out_dir`, all or none."""
+    """Write the figures into `out_dir`, all or none: six for the article's model; no style
+    transfer without a classifier; with a 2-dimensional z, the latent manifold and scatter too."""
     with atomic_dir(out_dir) as staging:
         model = load_model(model_dir)
         test = load_split(prepared_dir, "test")
         x = to_float_images(test.images)
         shown = params.render
-        plotting.plot_sample_grid(load_samples(samples_path), staging / "sample_grid.png")
-        plotting.plot_loss_curves(read_history(live_dir), staging / "loss_curves.png")
+        digit = shown.traversal_digit if model.conditional else None
+        plotting.plot_sample_grid(load_samples(samples_path), staging / "sample_grid.png",
+                                  model.conditional)
+        plotting.plot_loss_curves(read_history(live_dir, model.conditional),
+                                  staging / "loss_curves.png")
         originals = x[:shown.reconstructions]
         plotting.plot_reconstructions(originals, reconstruct(model, originals),
                                       staging / "reconstructions.png")
-        sources = x[:shown.style_sources]
-        plotting.plot_style_transfer(sources, redraw_as_every_digit(model, sources),
-                                     staging / "style_transfer.png")
-        plotting.plot_latent_pca(np.asarray(model.encode(x)[0]), test.labels,
-                                 staging / "latent_pca.png")
+        if model.conditional:
+            sources = x[:shown.style_sources]
+            plotting.plot_style_transfer(sources, redraw_as_every_digit(model, sources),
+                                         staging / "style_transfer.png")
+        latent_means = np.asarray(model.encode(x)[0])
+        plotting.plot_latent_pca(latent_means, test.labels, staging / "latent_pca.png")
         images, values = latent_traversals(model, shown.traversal_steps, shown.traversal_digit)
-        plotting.plot_latent_traversals(images, values, shown.traversal_digit,
-                                        staging / "latent_traversals.png")
+        plotting.plot_latent_traversals(images, values, digit, staging / "latent_traversals.png")
+        if model.z_dim == 2:
+            images, values = latent_manifold(model, MANIFOLD_STEPS, shown.traversal_digit)
+            plotting.plot_latent_manifold(images, values, digit, staging / "latent_manifold.png")
+            plotting.plot_latent_scatter(latent_means, test.labels, staging / "latent_scatter.png")

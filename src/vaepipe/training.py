@@ -18,6 +18,7 @@ import numpy as np
 from dvclive import Live
 from tqdm import tqdm
 
+from vaepipe.binarization import make_binarization
 from vaepipe.checkpoint import Checkpoints, Progress
 from vaepipe.data import load_split
 from vaepipe.devices import describe, is_chief, is_multi_worker, select_strategy, set_up_tensorflow
@@ -25,7 +26,7 @@ from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
 from vaepipe.model import (NUM_DIGITS, VAE, digit_cross_entropy, save_model, to_float_images,
                            total_loss)
-from vaepipe.params import Params
+from vaepipe.params import IWAE_SCHEDULE_STAGES, Params
 from vaepipe.tf_runtime import keras, tf
 
 METRICS_BATCH = 2000  # images per call when measuring losses over a whole split
@@ -104,14 +105,29 @@ def _this_workers_part(dataset, batch_size: int, context: tf.distribute.InputCon
     return dataset().map(lambda x, y: (x[start:start + part], y[start:start + part]))
 
 
-def build_trainer(params: Params, strategy: tf.distribute.Strategy) -> "Trainer":
+def learning_rate(params: Params, steps_per_epoch: int):
+    """Adam's learning rate: a number, or a function of Adam's step (so a resumed run has it)."""
+    if params.learning_rate_schedule == "constant":
+        return params.learning_rate
+    # The IWAE paper: stage i lasts 3^i epochs at learning_rate x 10^(-i/7). Adam's step k is
+    # the (k+1)-th, and a boundary b still takes the rate before it: a stage ending after
+    # epoch e has its last step at b = e x steps_per_epoch - 1.
+    stage_ends = np.cumsum([3**i for i in range(IWAE_SCHEDULE_STAGES)])[:-1]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [int(end) * steps_per_epoch - 1 for end in stage_ends],
+        [params.learning_rate * 10 ** (-i / 7) for i in range(IWAE_SCHEDULE_STAGES)])
+
+
+def build_trainer(params: Params, strategy: tf.distribute.Strategy,
+                  steps_per_epoch: int) -> "Trainer":
     """A fresh model and Adam optimizer, their variables placed by `strategy` and created now,
     so that a checkpoint can be loaded into them."""
     with strategy.scope():
         model = VAE(**params.network_config())
-        optimizer = keras.optimizers.Adam(params.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate(params, steps_per_epoch),
+                                          epsilon=params.adam_epsilon)
         optimizer.build(model.trainable_variables)
-        return Trainer(model, optimizer, params, strategy)
+        return Trainer(model, optimizer, params, strategy, steps_per_epoch)
 
 
 @dataclass
@@ -122,8 +138,13 @@ class Trainer:
     optimizer: keras.optimizers.Optimizer
     params: Params
     strategy: tf.distribute.Strategy
+    steps_per_epoch: int
 
     def __post_init__(self):
+        self.binarization = make_binarization(self.params.binarization,
+                                              self.params.data.split_seed)
+        # The article's model has no classifier cross-entropy to watch when unconditional.
+        self.loss_terms = LOSS_TERMS if self.model.conditional else LOSS_TERMS[:2]
         jit = self.params.train.jit_compile
         one_replica = self.strategy.num_replicas_in_sync == 1
         # One replica runs the chunk's whole step loop in one XLA computation. Several merge
@@ -134,13 +155,23 @@ class Trainer:
         self.train_steps = tf.function(steps, jit_compile=jit and one_replica)
         self.per_image_losses = tf.function(self._per_image_losses, jit_compile=jit)
 
-    def _eps(self, batch_size, counter, replica=None):
-        """Reparameterisation noise, a pure function of (seed, counter) and, when several
-        replicas train, the replica's id: same run, same noise; each replica its own."""
+    def _noise_seed(self, counter, replica=None):
+        """The stateless seed of a step's noise, a pure function of (seed, counter) and, when
+        several replicas train, the replica's id: same run, same noise; each replica its own."""
         seed = tf.stack([tf.constant(self.params.seed, tf.int64), tf.cast(counter, tf.int64)])
         if replica is not None:
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
+        return seed
+
+    def _eps(self, batch_size, seed):
+        """Reparameterisation noise for a batch, from a `_noise_seed`."""
         return tf.random.stateless_normal([batch_size, self.model.z_dim], seed=seed)
+
+    def _kl_weight(self, step):
+        """The KL term's weight at Adam's `step`: rises linearly from 0 to 1 over
+        kl_warmup_epochs, then stays 1."""
+        warmup_steps = self.params.kl_warmup_epochs * self.steps_per_epoch
+        return tf.minimum(1.0, tf.cast(step, tf.float32) / warmup_steps)
 
     def _replica_id(self):
         """This replica's id in the sync group, or None when there is one replica (whose noise
@@ -152,17 +183,24 @@ class Trainer:
     def _step(self, x, y):
         """One Adam step on this replica's part of a batch; which loss terms were not finite."""
         weights = self.model.trainable_variables
-        eps = self._eps(tf.shape(x)[0], self.optimizer.iterations, self._replica_id())
+        seed = self._noise_seed(self.optimizer.iterations, self._replica_id())
+        x = self.binarization.batch(x, seed)
         with tf.GradientTape() as tape:
-            reconstruction, kl, logits = self.model(x, eps)
-            cross_entropy = digit_cross_entropy(y, logits)
-            loss = total_loss(reconstruction, kl, cross_entropy,
-                              self.params.digit_classification_weight)
+            reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], seed))
+            terms = [reconstruction, kl]
+            if self.params.kl_warmup_epochs:  # without, the article's loss op for op
+                kl = self._kl_weight(self.optimizer.iterations) * kl
+            if self.model.conditional:
+                terms.append(digit_cross_entropy(y, logits))
+                loss = total_loss(reconstruction, kl, terms[-1],
+                                  self.params.digit_classification_weight)
+            else:
+                loss = tf.reduce_mean(reconstruction + kl)
             # Replicas' gradients are summed: each contributes its share of the mean.
             loss /= self.strategy.num_replicas_in_sync
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
-                                        for term in (reconstruction, kl, cross_entropy)]))
+                                        for term in terms]))
 
     @staticmethod
     def _first_bad(step, not_finite, first_bad_step, bad_terms):
@@ -176,7 +214,7 @@ class Trainer:
         terms those were, so that a diverging run stops at the chunk where it went wrong.
         """
         def steps(images, labels):
-            first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(LOSS_TERMS)], tf.bool)
+            first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
             for step in tf.range(tf.shape(images)[1]):
                 not_finite = self._step(images[:, step], labels[:, step])
                 first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
@@ -187,7 +225,7 @@ class Trainer:
     def _steps_on_replicas(self, images, labels):
         """The same, each step run on every replica with its slice of the batch."""
         local = self.strategy.experimental_local_results(images)[0]
-        first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(LOSS_TERMS)], tf.bool)
+        first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
         for step in tf.range(tf.shape(local)[1]):
             per_replica = self.strategy.run(
                 lambda x, y, step: tf.cast(self._step(x[:, step], y[:, step]), tf.int32),
@@ -199,7 +237,10 @@ class Trainer:
         return first_bad_step, bad_terms
 
     def _per_image_losses(self, x, labels, counter):
-        reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], counter))
+        reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0],
+                                                             self._noise_seed(counter)))
+        if not self.model.conditional:
+            return (reconstruction + kl,)
         correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
                            tf.cast(labels, tf.int32))
         return reconstruction + kl, digit_cross_entropy(labels, logits), correct
@@ -217,47 +258,64 @@ class Trainer:
             local = self.strategy.experimental_local_results  # one value per replica
             for replica_step, replica_terms in zip(local(first_bad_step), local(bad_terms)):
                 if replica_step >= 0:
-                    terms = " and ".join(term for term, bad in zip(LOSS_TERMS, replica_terms)
-                                         if bad)
+                    terms = [term for term, bad in zip(self.loss_terms, replica_terms) if bad]
                     raise Diverged(f"epoch {epoch}, step {done + int(replica_step) + 1} of "
-                                   f"{steps}", f"the {terms} term", self.params)
+                                   f"{steps}", f"the {' and '.join(terms)} term"
+                                   f"{'s' if len(terms) > 1 else ''}", self.params)
             if progress is not None:
                 progress.update(min(per_call, steps - done))
             if after_chunk is not None:
                 after_chunk(chunk + 1)
 
     def measure(self, images: np.ndarray, labels: np.ndarray, counter: int) -> dict:
-        """The article's two losses and the accuracy over a whole split.
+        """The article's two losses and the accuracy over a whole split (the VAE loss alone for
+        an unconditional model).
 
         XLA on a CPU sums big float32 tensors loosely, so per-image values come back and are
         averaged in float64 here.
         """
-        vae, cross_entropy, correct = [], [], []
+        columns = [[], [], []]  # vae loss, cross-entropy, correct (the last two if conditional)
         for start in range(0, len(images), METRICS_BATCH):
             x = to_float_images(images[start:start + METRICS_BATCH])
             y = labels[start:start + METRICS_BATCH].astype(np.int32)
             results = self.per_image_losses(x, y, tf.constant(counter + start, tf.int64))
-            for values, out in zip(results, (vae, cross_entropy, correct)):
+            for values, out in zip(results, columns):
                 out.append(values.numpy())
-        weight = self.params.digit_classification_weight
-        return {
-            "vae_loss": float(np.mean(np.concatenate(vae), dtype=np.float64)),
-            "classifier_loss": weight * float(np.mean(np.concatenate(cross_entropy),
-                                                      dtype=np.float64)),
-            "accuracy": float(np.mean(np.concatenate(correct), dtype=np.float64)),
-        }
+        vae, cross_entropy, correct = (np.concatenate(c) if c else None for c in columns)
+        metrics = {"vae_loss": float(np.mean(vae, dtype=np.float64))}
+        if self.model.conditional:
+            weight = self.params.digit_classification_weight
+            metrics["classifier_loss"] = weight * float(np.mean(cross_entropy, dtype=np.float64))
+            metrics["accuracy"] = float(np.mean(correct, dtype=np.float64))
+        return metrics
 
-    def sample_row(self, z: np.ndarray) -> np.ndarray:
-        """The article's per-epoch sample: one z tiled ten times, decoded as digits 0-9."""
+
+def sample_rows(model: VAE, seed: int, epochs_done: int) -> Iterator[np.ndarray]:
+    """Each epoch's row of ten samples (10, 784), from epoch `epochs_done` + 1 on.
+
+    The article's: one z per epoch, new each epoch, decoded as digits 0-9. Unconditional: the
+    same ten z's every epoch, so that the rows show training progress on fixed latents.
+    """
+    rng = np.random.default_rng(seed)
+    if not model.conditional:
+        latents = rng.standard_normal((NUM_DIGITS, model.z_dim)).astype(np.float32)
+        while True:
+            yield model.decode(latents).numpy()
+    for _ in range(epochs_done):  # the rows already drawn
+        rng.standard_normal(model.z_dim)
+    while True:
+        z = rng.standard_normal(model.z_dim)
         tiled = np.tile(z.astype(np.float32).reshape(1, -1), (NUM_DIGITS, 1))
-        return self.model.decode(tiled, np.eye(NUM_DIGITS, dtype=np.float32)).numpy()
+        yield model.decode(tiled, np.eye(NUM_DIGITS, dtype=np.float32)).numpy()
 
 
 def format_epoch(epoch: int, epochs: int, train: dict, val: dict, seconds: float) -> str:
+    classifier = (f"classifier loss {train['classifier_loss']:6.3f} "
+                  f"(val {val['classifier_loss']:6.3f})  val accuracy {val['accuracy']:.4f}  "
+                  if "accuracy" in val else "")
     return (f"epoch {epoch:>{len(str(epochs))}}/{epochs}  "
             f"vae loss {train['vae_loss']:8.2f} (val {val['vae_loss']:8.2f})  "
-            f"classifier loss {train['classifier_loss']:6.3f} (val {val['classifier_loss']:6.3f})  "
-            f"val accuracy {val['accuracy']:.4f}  {seconds:5.1f}s")
+            f"{classifier}{seconds:5.1f}s")
 
 
 class CtrlC:
@@ -283,13 +341,14 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
     """Train from `start` to the configured epochs, logging each; return the sample rows
     (epochs, 10, 784)."""
     params = trainer.params
-    steps_per_epoch = len(train_split.images) // params.batch_size
+    steps_per_epoch = trainer.steps_per_epoch
     chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy,
                           start.epochs_done * chunks_per_epoch(steps_per_epoch, params)
                           + start.chunks_done)
-    sample_rng = np.random.default_rng(params.seed)
-    for _ in range(start.epochs_done):  # the rows already drawn
-        sample_rng.standard_normal(params.z_dim)
+    rows = sample_rows(trainer.model, params.seed, start.epochs_done)
+    # Losses are measured on one fixed binarization of each split (when binarized).
+    measured = {split: (trainer.binarization.split(data.images, split), data.labels)
+                for split, data in (("train", train_split), ("val", val_split))}
 
     def checkpoint_if_due(progress: Progress, ctrl_c: CtrlC) -> None:
         if checkpoints.due(progress, params.epochs) or ctrl_c.pressed:
@@ -309,11 +368,10 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
                     progress)
             # Measurement noise gets its own counter range, far from the training steps'.
             counter = 2**40 + epoch * 2**24
-            metrics = {"train": trainer.measure(train_split.images, train_split.labels, counter),
-                       "val": trainer.measure(val_split.images, val_split.labels,
-                                              counter + 2**23)}
+            metrics = {"train": trainer.measure(*measured["train"], counter),
+                       "val": trainer.measure(*measured["val"], counter + 2**23)}
             require_finite_metrics(metrics, epoch, params)
-            samples.append(trainer.sample_row(sample_rng.standard_normal(params.z_dim)))
+            samples.append(next(rows))
             for split, values in metrics.items():
                 for name, value in values.items():
                     live.log_metric(f"{split}/{name}", value)
@@ -359,7 +417,7 @@ def _train(params: Params, strategy: tf.distribute.Strategy, prepared_dir: str |
            checkpoint_dir: str | Path | None) -> VAE:
     with staged_outputs(folders=[model_dir, live_dir], files=[samples_path]) as outputs:
         train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
-        trainer = build_trainer(params, strategy)
+        trainer = build_trainer(params, strategy, len(train_split.images) // params.batch_size)
         data_files = [Path(prepared_dir) / f"{split}.npz" for split in ("train", "val")]
         checkpoints = Checkpoints(checkpoint_dir, params, data_files)
         staged_live = outputs[live_dir]

@@ -1,0 +1,45 @@
+import numpy as np
+
+from vaepipe.binarization import Dynamic, Intensities, make_binarization
+from vaepipe.tf_runtime import tf
+
+
+def step_seed(seed, step):
+    return tf.constant([seed, step], tf.int64)
+
+
+def test_a_batch_is_drawn_as_bernoulli_of_its_intensities():
+    intensities = np.tile(np.linspace(0, 1, 11, dtype=np.float32), (4000, 1))
+    drawn = Dynamic(0).batch(tf.constant(intensities), step_seed(42, 7)).numpy()
+    assert set(np.unique(drawn)) <= {0.0, 1.0}
+    # 4000 draws per column: the mean is within 4 standard errors (at most 0.008) of p.
+    np.testing.assert_allclose(drawn.mean(axis=0), intensities[0], atol=0.032)
+    assert drawn[:, 0].max() == 0.0 and drawn[:, -1].min() == 1.0  # p = 0 and p = 1 are sure
+
+
+def test_each_step_draws_afresh_and_the_same_step_draws_the_same():
+    x = tf.fill([50, 784], 0.5)
+    binarization = Dynamic(0)
+    first, again = (binarization.batch(x, step_seed(42, 3)).numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert np.mean(first != binarization.batch(x, step_seed(42, 4)).numpy()) > 0.4
+    assert np.mean(first != binarization.batch(x, step_seed(43, 3)).numpy()) > 0.4
+
+
+def test_a_split_has_one_fixed_draw_from_the_split_seed():
+    images = np.random.default_rng(0).integers(0, 256, (500, 28, 28), dtype=np.uint8)
+    val = Dynamic(0).split(images, "val")
+    assert val.dtype == np.uint8 and set(np.unique(val)) <= {0, 255}
+    np.testing.assert_array_equal(val, Dynamic(0).split(images, "val"))
+    assert abs(val.mean() / 255 - images.mean() / 255) < 0.01
+    assert np.any(val != Dynamic(0).split(images, "test"))
+    assert np.any(val != Dynamic(1).split(images, "val"))
+
+
+def test_none_leaves_the_intensities_alone():
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    binarization = make_binarization("none", 0)
+    assert isinstance(binarization, Intensities)
+    assert binarization.split(images, "test") is images
+    x = tf.constant([[0.25]])
+    assert binarization.batch(x, step_seed(0, 0)) is x
