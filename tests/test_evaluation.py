@@ -51,6 +51,16 @@ def test_bounds_match_an_independent_numpy_computation(model, images):
     np.testing.assert_allclose(kl, expected_kl, rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_bounds_with_k_5000_match_numpy_in_float64(model, images):
+    # XLA's float32 reductions over many samples drift; the compiled evaluation must not.
+    x = images[:4].reshape(4, 784).astype(np.float32) / 255
+    eps = np.random.default_rng(3).standard_normal((4, 5000, 3)).astype(np.float32)
+    _, log_lik, _, _ = numpy_log_weights(model, x, eps.astype(np.float64))
+    compiled = tf.function(lambda x, eps: per_image_bounds(model, x, eps), jit_compile=True)
+    _, reconstruction, _ = compiled(x, eps)
+    np.testing.assert_allclose(reconstruction.numpy(), -log_lik.mean(axis=1), rtol=1e-6)
+
+
 def test_single_sample_bound_is_the_single_sample_elbo(model, images):
     x = images.reshape(12, 784).astype(np.float32) / 255
     eps = np.random.default_rng(2).standard_normal((12, 1, 3)).astype(np.float32)

@@ -42,7 +42,10 @@ def per_image_bounds(model: VAE, x, eps):
                                          axis=-1)
     log_weights = log_likelihood + log_prior - log_posterior
     iwae = tf.reduce_logsumexp(log_weights, axis=1) - tf.math.log(tf.cast(k, log_weights.dtype))
-    return iwae, -tf.reduce_mean(log_likelihood, axis=1), kl_to_standard_normal(mu, var)
+    # The mean of K values near -200 in float32 drifts under XLA's CPU reductions (by 0.07
+    # nats at K = 1000, 0.27 at K = 5000): average them in float64.
+    reconstruction = -tf.reduce_mean(tf.cast(log_likelihood, tf.float64), axis=1)
+    return iwae, reconstruction, kl_to_standard_normal(mu, var)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
