@@ -156,7 +156,8 @@ def test_info_prints_the_hyperparameters_and_the_parameter_count(vaepipe, model,
         ["encoder_layers", "[8]"], ["decoder_layers", "[8]"],
         ["digit_classification_layers", "[8]"], ["activation", "sigmoid"],
         ["decoder_std", "0.5"], ["z_dim", str(Z_DIM)], ["likelihood", "gaussian"],
-        ["conditioning", "classifier"], ["parameters", f"{model.count_params():,}"]]
+        ["conditioning", "classifier"], ["architecture", "mlp"], ["conv_filters", "[32,", "64]"],
+        ["parameters", f"{model.count_params():,}"]]
 
 
 @pytest.mark.parametrize("command, message", [

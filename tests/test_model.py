@@ -141,10 +141,11 @@ def test_a_damaged_model_is_one_line_naming_the_file(tmp_path, case, message):
 def test_the_articles_config_file_is_as_before_and_an_old_one_loads_as_the_article(tmp_path):
     save_model(small_vae(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert "likelihood" not in config and "conditioning" not in config
+    assert not {"likelihood", "conditioning", "architecture", "conv_filters"} & set(config)
     loaded = load_model(tmp_path)
     assert (loaded.config["likelihood"], loaded.config["conditioning"]) == ("gaussian",
                                                                            "classifier")
+    assert (loaded.config["architecture"], loaded.config["conv_filters"]) == ("mlp", [32, 64])
 
 
 @pytest.mark.parametrize("likelihood, conditioning", [("bernoulli", "none"),
@@ -170,3 +171,60 @@ def test_an_unconditional_model_has_no_classifier_and_decodes_z_alone():
     assert not model.conditional
     assert not any("classifier" in weight.path for weight in model.weights)
     assert model.decoder_net.layers[0].kernel.shape == (2, 8)
+
+
+def tiny_conv_vae(likelihood="gaussian", conditioning="classifier") -> VAE:
+    tf.keras.utils.set_random_seed(0)
+    return VAE([8], [8], [8], "relu", 0.5, 2, likelihood=likelihood, conditioning=conditioning,
+               architecture="conv", conv_filters=[2, 3])
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_each_architecture_encodes_and_decodes_to_the_image_shapes(architecture, likelihood):
+    model = VAE([8], [8], [8], "relu", 0.5, 2, likelihood=likelihood, architecture=architecture,
+                conv_filters=[2, 3])
+    x = np.random.default_rng(5).random((4, 784)).astype(np.float32)
+    mu, var = model.encode(x)
+    assert mu.shape == var.shape == (4, 2) and np.all(var.numpy() > 0)
+    output = model.decoder_output(mu, model.digit_probs(x)).numpy()
+    means = model.decode(mu, model.digit_probs(x)).numpy()
+    assert output.shape == means.shape == (4, 784)
+    assert 0 <= means.min() <= means.max() <= 1
+    if likelihood == "bernoulli":  # logits: the mean is their sigmoid
+        np.testing.assert_allclose(means, tf.sigmoid(output).numpy(), rtol=1e-6)
+
+
+def test_conv_has_convolutions_and_other_parameters_than_the_mlp():
+    conv, mlp = tiny_conv_vae(), VAE([8], [8], [8], "relu", 0.5, 2)
+    kinds = {type(layer).__name__ for net in (conv.encoder_net, conv.decoder_net)
+             for layer in net.layers}
+    assert {"Conv2D", "Conv2DTranspose"} <= kinds
+    assert not any("conv" in weight.path for weight in mlp.weights)
+    assert conv.count_params() != mlp.count_params()
+    assert conv.classifier_net.layers[0].kernel.shape == (784, 8)  # the classifier stays an MLP
+
+
+@pytest.mark.parametrize("likelihood, conditioning", [("gaussian", "classifier"),
+                                                      ("bernoulli", "none")])
+def test_conv_saves_and_loads_exactly(tmp_path, likelihood, conditioning):
+    model = tiny_conv_vae(likelihood, conditioning)
+    save_model(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["architecture"], config["conv_filters"]) == ("conv", [2, 3])
+    loaded = load_model(tmp_path)
+    assert loaded.config == model.config
+    for before, after in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
+    x = np.random.default_rng(6).random((3, 784)).astype(np.float32)
+    eps = np.zeros((3, 2), np.float32)
+    for got, expected in zip(loaded(x, eps), model(x, eps)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_an_unknown_architecture_in_a_config_is_one_line(tmp_path):
+    save_model(small_vae(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architecture": "rnn"}))
+    with pytest.raises(PipelineError, match=r"config.json: not a vaepipe model config \('rnn'\)"):
+        load_model(tmp_path)

@@ -84,6 +84,16 @@ def test_project_params_are_the_articles():
     ("binarization", "static",
      r"^params.yaml: binarization: must be one of none, dynamic; got 'static'$"),
     ("conditioning", "label", r"^params.yaml: conditioning: must be one of classifier, none; "),
+    ("architecture", "cnn", r"^params.yaml: architecture: must be one of mlp, conv; got 'cnn'$"),
+    ("conv_filters", 32, r"^params.yaml: conv_filters: must be a list, got 32$"),
+    ("conv_filters", [32], r"^params.yaml: conv_filters: must be 2 filter counts such as \[32, "
+                           r"64\] \(one per convolution\), got \[32\]$"),
+    ("conv_filters", [8, 16, 32], r"^params.yaml: conv_filters: must be 2 filter counts .*, got "
+                                  r"\[8, 16, 32\]$"),
+    ("conv_filters", [0, 64], r"^params.yaml: conv_filters\[0\]: must be at least 1, got 0$"),
+    ("conv_filters", [32, 512], r"^params.yaml: conv_filters\[1\]: must be at most 256 \(wider "
+                                r"convolutions take hours per epoch on a CPU\), got 512$"),
+    ("conv_filters", [32, 6.5], r"^params.yaml: conv_filters\[1\]: must be an integer, got 6.5$"),
     ("learning_rate_schedule", "cosine",
      r"^params.yaml: learning_rate_schedule: must be one of constant, iwae; got 'cosine'$"),
     ("adam_epsilon", 0, r"^params.yaml: adam_epsilon: must be greater than 0.0, got 0$"),
@@ -103,6 +113,7 @@ def test_project_params_are_the_articles_member_of_the_family():
         "gaussian", "none", "classifier")
     assert (params.adam_epsilon, params.learning_rate_schedule, params.kl_warmup_epochs) == (
         1e-7, "constant", 0)
+    assert (params.architecture, params.conv_filters) == ("mlp", (32, 64))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -112,6 +123,9 @@ def test_project_params_are_the_articles_member_of_the_family():
     ({"conditioning": "none", "digit_classification_weight": 1.0},
      r"^params.yaml: digit_classification_weight: unused with conditioning: none \(only "
      r"conditioning: classifier reads it\), got 1.0; leave it at 10.0$"),
+    ({"conv_filters": [16, 32]},
+     r"^params.yaml: conv_filters: unused with architecture: mlp \(only architecture: conv "
+     r"reads it\), got \[16, 32\]; leave it at \[32, 64\]$"),
     ({"learning_rate_schedule": "iwae", "epochs": 3281},
      r"^params.yaml: epochs: must be at most 3280 with learning_rate_schedule: iwae \(its 8 "
      r"stages end there\), got 3281$"),
@@ -126,6 +140,7 @@ def test_combinations_that_cannot_work_name_the_key(raw, changes, message):
     {"learning_rate_schedule": "iwae", "epochs": 3280, "adam_epsilon": 1e-4,
      "kl_warmup_epochs": 100},
     {"likelihood": "bernoulli", "conditioning": "classifier", "binarization": "none"},
+    {"architecture": "conv", "conv_filters": (8, 256), "conditioning": "none"},
 ])
 def test_every_member_of_the_family_is_accepted(raw, changes):
     params = parse_params({**raw, **changes})

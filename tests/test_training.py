@@ -59,6 +59,15 @@ def test_a_few_epochs_lower_both_losses():
     assert after["accuracy"] == 1.0
 
 
+def test_the_conv_architecture_learns_in_one_epoch():
+    params = tiny_params(architecture="conv", conv_filters=(4, 8), activation="relu")
+    images, labels = tiny_images()
+    before = make_trainer(params).measure(images, labels, 0)
+    after = train_epochs(params, images, labels, epochs=1).measure(images, labels, 0)
+    assert after["vae_loss"] < before["vae_loss"] - 10
+    assert after["accuracy"] == 1.0
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
     images, labels = tiny_images()
     first = train_epochs(tiny_params(), images, labels, epochs=2)

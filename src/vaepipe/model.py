@@ -3,7 +3,8 @@
 Encoder q(z|x) = N(mu(x), diag(var(x))), digit classifier c(x) = softmax(logits(x)), decoder
 p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are float32 rows of
 784 pixel intensities in [0, 1]. The family: `likelihood` bernoulli makes f output logits
-(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone.
+(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone,
+`architecture` conv puts convolutions in the encoder and transposed ones in the decoder.
 """
 
 import json
@@ -22,16 +23,62 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 # The article's model; a config.json without these keys (saved before the family) is that model,
 # and a saved config leaves out the ones at these values, so that the article's stays as it was.
-ARTICLE_FAMILY = {"likelihood": "gaussian", "conditioning": "classifier"}
+ARTICLE_FAMILY = {"likelihood": "gaussian", "conditioning": "classifier", "architecture": "mlp",
+                  "conv_filters": [32, 64]}
+CONV_SIDE = IMAGE_SHAPE[0] // 4  # two stride-2 convolutions halve 28 twice
+
+
+def _dense(hidden_layers, activation: str) -> list:
+    return [keras.layers.Dense(size, activation=activation) for size in hidden_layers]
 
 
 def _mlp(hidden_layers, activation: str, output_size: int | None = None, output_activation=None,
          name: str = "") -> keras.Sequential:
     """Dense hidden layers, then an optional linear (or `output_activation`) output layer."""
-    layers = [keras.layers.Dense(size, activation=activation) for size in hidden_layers]
+    layers = _dense(hidden_layers, activation)
     if output_size is not None:
         layers.append(keras.layers.Dense(output_size, activation=output_activation))
     return keras.Sequential(layers, name=name)
+
+
+def _mlp_encoder(config: dict) -> keras.Sequential:
+    return _mlp(config["encoder_layers"], config["activation"], name="encoder")
+
+
+def _mlp_decoder(config: dict, output_activation) -> keras.Sequential:
+    return _mlp(config["decoder_layers"], config["activation"], IMAGE_PIXELS, output_activation,
+                name="decoder")
+
+
+def _conv_encoder(config: dict) -> keras.Sequential:
+    """The keras-io VAE's encoder: two stride-2 convolutions, then `encoder_layers`."""
+    activation, (first, second) = config["activation"], config["conv_filters"]
+    return keras.Sequential([
+        keras.layers.Reshape((*IMAGE_SHAPE, 1)),
+        keras.layers.Conv2D(first, 3, strides=2, padding="same", activation=activation),
+        keras.layers.Conv2D(second, 3, strides=2, padding="same", activation=activation),
+        keras.layers.Flatten(),
+        *_dense(config["encoder_layers"], activation),
+    ], name="encoder")
+
+
+def _conv_decoder(config: dict, output_activation) -> keras.Sequential:
+    """The encoder mirrored: `decoder_layers`, a 7 x 7 feature map, transposed convolutions."""
+    activation, (first, second) = config["activation"], config["conv_filters"]
+    return keras.Sequential([
+        *_dense(config["decoder_layers"], activation),
+        keras.layers.Dense(CONV_SIDE * CONV_SIDE * second, activation=activation),
+        keras.layers.Reshape((CONV_SIDE, CONV_SIDE, second)),
+        keras.layers.Conv2DTranspose(second, 3, strides=2, padding="same", activation=activation),
+        keras.layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=activation),
+        keras.layers.Conv2DTranspose(1, 3, padding="same", activation=output_activation),
+        keras.layers.Flatten(),
+    ], name="decoder")
+
+
+# Each architecture's encoder and decoder builders; they are called apart, in the order the
+# model creates its layers, so that the MLP's layer names and weights stay as they were.
+ARCHITECTURES = {"mlp": (_mlp_encoder, _mlp_decoder), "conv": (_conv_encoder, _conv_decoder)}
 
 
 class VAE(keras.Model):
@@ -40,7 +87,9 @@ class VAE(keras.Model):
     def __init__(self, encoder_layers, decoder_layers, digit_classification_layers,
                  activation: str, decoder_std: float, z_dim: int,
                  likelihood: str = ARTICLE_FAMILY["likelihood"],
-                 conditioning: str = ARTICLE_FAMILY["conditioning"], **kwargs):
+                 conditioning: str = ARTICLE_FAMILY["conditioning"],
+                 architecture: str = ARTICLE_FAMILY["architecture"],
+                 conv_filters=ARTICLE_FAMILY["conv_filters"], **kwargs):
         super().__init__(**kwargs)
         self.config = {
             "encoder_layers": list(encoder_layers),
@@ -51,21 +100,23 @@ class VAE(keras.Model):
             "z_dim": int(z_dim),
             "likelihood": likelihood,
             "conditioning": conditioning,
+            "architecture": architecture,
+            "conv_filters": [int(size) for size in conv_filters],
         }
         self.z_dim = int(z_dim)
         self.decoder_std = float(decoder_std)
         self.likelihood = make_likelihood(likelihood, decoder_std)
         self.conditional = conditioning == "classifier"
         self.condition_width = NUM_DIGITS if self.conditional else 0
+        build_encoder, build_decoder = ARCHITECTURES[architecture]
         # mu and the variance share the encoder's hidden layers, as in the article.
-        self.encoder_net = _mlp(encoder_layers, activation, name="encoder")
+        self.encoder_net = build_encoder(self.config)
         self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
         self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
         if self.conditional:
             self.classifier_net = _mlp(digit_classification_layers, activation, NUM_DIGITS,
                                        name="digit_classifier")
-        self.decoder_net = _mlp(decoder_layers, activation, IMAGE_PIXELS,
-                                self.likelihood.output_activation, name="decoder")
+        self.decoder_net = build_decoder(self.config, self.likelihood.output_activation)
         self.build_all()
 
     def build_all(self) -> None:
@@ -160,7 +211,7 @@ def load_model(directory: str | Path) -> VAE:
         model = VAE(**config)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PipelineError(f"{config_path}: not valid JSON ({error}); {rerun}") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, KeyError) as error:  # KeyError: an unknown architecture
         raise PipelineError(f"{config_path}: not a vaepipe model config ({_first_line(error)}); "
                             f"{rerun}") from None
     if not weights_path.is_file():

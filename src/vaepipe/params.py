@@ -23,6 +23,7 @@ Strategy = Literal["auto", "one_device", "mirrored", "multi_worker"]
 Likelihood = Literal["gaussian", "bernoulli"]
 Binarization = Literal["none", "dynamic"]
 Conditioning = Literal["classifier", "none"]
+Architecture = Literal["mlp", "conv"]
 LearningRateSchedule = Literal["constant", "iwae"]
 
 MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation split
@@ -33,13 +34,19 @@ IWAE_SCHEDULE_EPOCHS = sum(3**i for i in range(IWAE_SCHEDULE_STAGES))  # 3280
 # A key that a variant of the model family does not use must keep the article's value, so that
 # a setting that would change nothing is never silently accepted.
 UNUSED_UNLESS = {"decoder_std": ("likelihood", "gaussian", 0.5),
-                 "digit_classification_weight": ("conditioning", "classifier", 10.0)}
+                 "digit_classification_weight": ("conditioning", "classifier", 10.0),
+                 "conv_filters": ("architecture", "conv", (32, 64))}
 
 
 def limit(description: str, low: str = "", high: str = "", **bounds) -> Any:
     """A bounded field; `low` and `high` say why a value below or above its bound cannot work."""
     reasons = {key: why for key, why in (("why_low", low), ("why_high", high)) if why}
     return Field(description=description, json_schema_extra=reasons or None, **bounds)
+
+
+def _as_yaml(value: Any) -> str:
+    """A value as params.yaml writes it: lists in brackets, numbers and words as they are."""
+    return repr(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def _empty_for_null(value: Any) -> Any:
@@ -51,6 +58,11 @@ Layers = Annotated[
     limit("hidden layer sizes, e.g. [128]",
           high="wider or deeper MLPs take hours per epoch on a CPU",
           min_length=1, max_length=8, strict=False),  # strict=False: YAML gives a list
+]
+ConvFilters = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=256)], ...],
+    limit("filters of the encoder's two convolutions (the decoder's in reverse), e.g. [32, 64]",
+          high="wider convolutions take hours per epoch on a CPU", strict=False),
 ]
 Seed = Annotated[int, limit("a random seed",
                             high="numpy's and TensorFlow's global seeds are 32-bit",
@@ -175,11 +187,23 @@ class Params(Group):
                                                    "training batch drawn as Bernoulli(intensity)")
     conditioning: Conditioning = Field(description="classifier: the decoder also sees the digit "
                                                    "classifier's c(x) (the article); none: z alone")
+    architecture: Architecture = Field(description="mlp: dense layers only (the article); conv: "
+                                                   "convolutions sized by conv_filters around "
+                                                   "the dense layers")
+    conv_filters: ConvFilters
     seed: Seed
     data: DataParams
     train: TrainParams
     evaluate: EvaluateParams
     render: RenderParams
+
+    @field_validator("conv_filters")
+    @classmethod
+    def _one_per_convolution(cls, filters: tuple[int, ...]) -> tuple[int, ...]:
+        if len(filters) != 2:
+            raise ParamError("conv_filters", f"must be 2 filter counts such as [32, 64] (one per "
+                                             f"convolution), got {list(filters)}")
+        return filters
 
     @model_validator(mode="after")
     def _batch_fits_the_training_split(self) -> "Params":
@@ -196,7 +220,8 @@ class Params(Group):
             if getattr(self, variant) != needs and getattr(self, key) != article:
                 raise ParamError(key, (
                     f"unused with {variant}: {getattr(self, variant)} (only {variant}: {needs} "
-                    f"reads it), got {getattr(self, key)!r}; leave it at {article!r}"))
+                    f"reads it), got {_as_yaml(getattr(self, key))}; leave it at "
+                    f"{_as_yaml(article)}"))
         return self
 
     @model_validator(mode="after")
@@ -214,7 +239,8 @@ class Params(Group):
     def network_config(self) -> dict:
         """The hyperparameters that define the network, as saved beside its weights."""
         keys = ("encoder_layers", "decoder_layers", "digit_classification_layers",
-                "activation", "decoder_std", "z_dim", "likelihood", "conditioning")
+                "activation", "decoder_std", "z_dim", "likelihood", "conditioning",
+                "architecture", "conv_filters")
         return {key: getattr(self, key) for key in keys}
 
 
