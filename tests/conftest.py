@@ -1,3 +1,5 @@
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +14,19 @@ from vaepipe.data import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARAMS = PROJECT_ROOT / "params.yaml"
+
+# A private user and mount namespace: where root can mount a read-only folder or a tiny disk,
+# since root's permission bits alone stop no write.
+NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
+
+
+def _namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        [*NAMESPACE, "true"], capture_output=True).returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(not _namespaces_available(),
+                                      reason="unprivileged user namespaces are disabled here")
 
 
 @pytest.fixture

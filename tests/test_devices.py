@@ -77,11 +77,13 @@ from vaepipe.training import build_trainer, epoch_chunks
 """
 
 
-def run_python(code: str, env: dict | None = None, timeout: int = 180) -> str:
-    result = subprocess.run([sys.executable, "-c", PREAMBLE.format(tests=str(PROJECT_ROOT /
-                                                                             "tests")) + code],
-                            capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+def python_code(code: str) -> str:
+    return PREAMBLE.format(tests=str(PROJECT_ROOT / "tests")) + code
+
+
+def run_python(code: str, timeout: int = 180) -> str:
+    result = subprocess.run([sys.executable, "-c", python_code(code)], capture_output=True,
+                            text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -128,7 +130,7 @@ from vaepipe.training import train
 params = tiny_params(epochs=2)
 params = params.model_copy(update={"train": params.train.model_copy(
     update={"strategy": "multi_worker"})})
-root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ["WORKER_DIR"])
+root = Path(os.environ["WORKER_DIR"])
 model = train(params, root / "prepared", root / "model", root / "samples.npy", root / "live",
               root / "checkpoint")
 digest = hashlib.sha256(b"".join(w.numpy().tobytes() for w in model.weights)).hexdigest()
@@ -155,9 +157,8 @@ def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
         write_prepared(folder / "prepared", images, labels)
         folders.append(folder)
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        code = PREAMBLE.format(tests=str(PROJECT_ROOT / "tests")) + WORKER
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-c", python_code(WORKER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env={**os.environ, "TF_CONFIG": json.dumps(tf_config),
                             "WORKER_DIR": str(folder)}))
     try:

@@ -1,5 +1,4 @@
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import pytest
 
 from vaepipe.errors import PipelineError
 from vaepipe.files import atomic_dir, atomic_write_bytes, staged_outputs, write_json
+
+from conftest import NAMESPACE, needs_namespaces
 
 
 def mode(path) -> int:
@@ -150,18 +151,6 @@ def main():
 
 run_stage(main)
 """
-NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
-
-
-def namespaces_available() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        [*NAMESPACE, "true"], capture_output=True).returncode == 0
-
-
-needs_namespaces = pytest.mark.skipif(not namespaces_available(),
-                                      reason="unprivileged user namespaces are disabled here")
-
-
 def run_in_tmpfs(tmp_path, mount_options: str, size: int) -> subprocess.CompletedProcess:
     """Old outputs on a tmpfs (mounted with `mount_options` after they are written), then
     the script that replaces them with a `size`-byte model."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
+from conftest import NAMESPACE, PROJECT_ROOT, needs_namespaces
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", ".gitignore", "stages", "src")
 TINY_PARAMS = {
@@ -324,16 +324,7 @@ def test_a_stage_run_without_the_environment_says_to_activate_it(repo, tmp_path)
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
 
 
-NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
-
-
-def namespaces_available() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        [*NAMESPACE, "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not namespaces_available(),
-                    reason="unprivileged user namespaces are disabled here")
+@needs_namespaces
 def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results(repo):
     # Root ignores permission bits: a read-only bind mount in a private namespace is the real
     # thing. The folder of one of evaluate's two outputs is read-only.

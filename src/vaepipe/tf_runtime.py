@@ -15,7 +15,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
@@ -45,11 +45,8 @@ def _startup_noise_filtered() -> Iterator[None]:
 def _import_quietly():
     # Children (DVC stages run from a test, a benchmark) inherit the level set here, so only
     # an explicit 0 means "show me everything".
-    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "0":
-        import keras
-        import tensorflow
-        return tensorflow, keras
-    with _startup_noise_filtered():
+    show_everything = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "0"
+    with nullcontext() if show_everything else _startup_noise_filtered():
         import keras
         import tensorflow
         tensorflow.config.list_physical_devices("GPU")  # CUDA's probe logs on first use
