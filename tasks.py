@@ -5,6 +5,7 @@
     python3 tasks.py test [pytest options]       # the test suite
     python3 tasks.py check [--base REV]          # compare metrics with a base revision
     python3 tasks.py report [--diff REV...]      # the plots page, reports/html/index.html
+    python3 tasks.py reproduce NAME              # a long run from reproductions/NAME.yaml
 
 Each creates `.venv` on first use, installs the exact versions in requirements.lock and the
 package itself, and does nothing more on later runs unless the lock or pyproject.toml changed;
@@ -94,6 +95,7 @@ def main(argv) -> int:
         "test": ["-m", "pytest"],
         "check": ["-m", "vaepipe.regression"],
         "report": ["-m", "vaepipe.report"],
+        "reproduce": ["-m", "vaepipe.reproduce"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)

@@ -184,10 +184,10 @@ def test_the_unconditional_bernoulli_family_trains_the_same_twice_and_learns():
 def test_unconditional_sample_rows_are_ten_fixed_latents():
     params = tiny_params(conditioning="none")
     trainer = make_trainer(params)
-    rows = sample_rows(trainer.model, params.seed, epochs_done=0)
+    rows = sample_rows(trainer.model, params.seed, rows_done=0)
     first, second = next(rows), next(rows)
     assert first.shape == (10, 784)
     np.testing.assert_array_equal(first, second)  # same z's, same weights
     assert np.any(first[0] != first[1])
-    resumed = sample_rows(trainer.model, params.seed, epochs_done=5)
+    resumed = sample_rows(trainer.model, params.seed, rows_done=5)
     np.testing.assert_array_equal(next(resumed), first)

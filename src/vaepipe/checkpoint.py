@@ -99,6 +99,7 @@ class Checkpoints:
         self.every_epochs = params.train.checkpoint_every
         self.every_seconds = params.train.checkpoint_minutes * 60
         self.resume = params.train.resume
+        self.params = params
         self.fingerprint = fingerprint(params, data_files)
         self.last_saved = time.monotonic()
 
@@ -133,7 +134,7 @@ class Checkpoints:
                 _assign(model.weights, saved, "model")
                 _assign(optimizer.variables, saved, "optimizer")
             samples = list(np.load(self.folder / SAMPLES_FILE, allow_pickle=False))
-            if len(samples) != progress.epochs_done:
+            if len(samples) != self.params.measured_epochs(progress.epochs_done):
                 raise ValueError(f"{len(samples)} sample rows for {progress.epochs_done} epochs")
             shutil.copytree(self.folder / LIVE_DIR, live_dir, dirs_exist_ok=True)
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:

@@ -109,6 +109,10 @@ class TrainParams(Group):
     cpu_replicas: int = limit("logical CPU devices for `mirrored` on a machine without a GPU",
                               high="each replica is a thread pool of its own", ge=1, le=16)
     jit_compile: bool = Field(description="XLA-compile the training loop")
+    measure_every: int = limit(
+        "epochs between measurements of the losses over the training and validation splits, "
+        "each with a sample row (1: every epoch, as the article; the last epoch always)",
+        high="more epochs than any run has", ge=1, le=100_000)
     steps_per_execution: int = limit("train steps run per compiled call",
                                      high="an epoch of MNIST has at most 60000 steps",
                                      ge=1, le=60000)
@@ -235,6 +239,13 @@ class Params(Group):
                 f"must be at most epochs = {self.epochs} (the KL weight would never reach 1), "
                 f"got {self.kl_warmup_epochs}"))
         return self
+
+    def is_measured(self, epoch: int) -> bool:
+        """Whether the losses are measured, and a sample row drawn, after this epoch (from 1)."""
+        return epoch % self.train.measure_every == 0 or epoch == self.epochs
+
+    def measured_epochs(self, epochs_done: int) -> int:
+        return sum(self.is_measured(epoch) for epoch in range(1, epochs_done + 1))
 
     def network_config(self) -> dict:
         """The hyperparameters that define the network, as saved beside its weights."""

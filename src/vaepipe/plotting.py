@@ -28,6 +28,7 @@ from vaepipe.files import atomic_write_bytes
 DPI = 100
 IMAGE_CMAP = "Greys_r"
 DIGIT_CMAP = "tab10"
+MAX_SAMPLE_ROWS = 20  # rows of the sample grid (the article's 20 epochs)
 
 # Image grids are laid out in inches so that every 28x28 panel has the same size on the page.
 PANEL_INCHES = 0.75
@@ -94,10 +95,16 @@ def digit_titles() -> list[str]:
     return [str(digit) for digit in range(NUM_DIGITS)]
 
 
-def sample_grid_figure(samples: np.ndarray, conditional: bool = True) -> Figure:
-    """samples (epochs, 10, 784): the images decoded from one z per epoch as digits 0-9, or,
-    for an unconditional model, from the same ten z's every epoch."""
-    row_labels = [f"epoch {epoch}" for epoch in range(1, len(samples) + 1)]
+def sample_grid_figure(samples: np.ndarray, conditional: bool = True,
+                       epochs: Sequence[int] | None = None) -> Figure:
+    """samples (rows, 10, 784), one row per measured epoch (`epochs`, by default 1, 2, ...):
+    the images decoded from one z per epoch as digits 0-9, or, for an unconditional model, from
+    the same ten z's every epoch. Of more than MAX_SAMPLE_ROWS rows, evenly spaced ones are
+    drawn, the first and the last among them."""
+    epochs = np.arange(1, len(samples) + 1) if epochs is None else np.asarray(epochs)
+    shown = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), MAX_SAMPLE_ROWS))
+                      .round().astype(int))
+    samples, row_labels = np.asarray(samples)[shown], [f"epoch {e}" for e in epochs[shown]]
     if not conditional:
         return image_grid_figure(samples, "Samples per epoch: the same ten z's in every row",
                                  row_labels=row_labels)
@@ -105,9 +112,9 @@ def sample_grid_figure(samples: np.ndarray, conditional: bool = True) -> Figure:
                              row_labels=row_labels, column_titles=digit_titles())
 
 
-def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike,
-                     conditional: bool = True) -> None:
-    save_png(sample_grid_figure(samples, conditional), path)
+def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike, conditional: bool = True,
+                     epochs: Sequence[int] | None = None) -> None:
+    save_png(sample_grid_figure(samples, conditional, epochs), path)
 
 
 def samples_figure(samples: np.ndarray, digits: Sequence[int]) -> Figure:

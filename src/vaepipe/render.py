@@ -77,16 +77,17 @@ def latent_manifold(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, np.
     return images.reshape(steps, steps, -1), values
 
 
-def load_samples(path: str | Path) -> np.ndarray:
-    """The train stage's sample rows (epochs, 10, 784)."""
+def load_samples(path: str | Path, rows: int) -> np.ndarray:
+    """The train stage's sample rows (rows, 10, 784), one per measured epoch."""
     try:
         samples = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PipelineError(f"{path}: cannot be read ({type(error).__name__}); rerun "
                             f"`dvc repro train` or `dvc checkout {path}`") from None
-    if samples.ndim != 3 or samples.shape[1:] != (NUM_DIGITS, IMAGE_PIXELS):
-        raise PipelineError(f"{path}: holds an array of shape {samples.shape}, not sample rows "
-                            f"(epochs, 10, 784); rerun `dvc repro train`")
+    if samples.shape != (rows, NUM_DIGITS, IMAGE_PIXELS):
+        raise PipelineError(f"{path}: holds an array of shape {samples.shape}, not the sample "
+                            f"rows of the {rows} measured epochs ({rows}, 10, 784); rerun "
+                            f"`dvc repro train`")
     return samples
 
 
@@ -100,10 +101,11 @@ def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path
         x = to_float_images(test.images)
         shown = params.render
         digit = shown.traversal_digit if model.conditional else None
-        plotting.plot_sample_grid(load_samples(samples_path), staging / "sample_grid.png",
-                                  model.conditional)
-        plotting.plot_loss_curves(read_history(live_dir, model.conditional),
-                                  staging / "loss_curves.png")
+        history = read_history(live_dir, model.conditional)
+        plotting.plot_sample_grid(load_samples(samples_path, len(history)),
+                                  staging / "sample_grid.png", model.conditional,
+                                  history["epoch"])
+        plotting.plot_loss_curves(history, staging / "loss_curves.png")
         originals = x[:shown.reconstructions]
         plotting.plot_reconstructions(originals, reconstruct(model, originals),
                                       staging / "reconstructions.png")

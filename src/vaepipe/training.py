@@ -290,8 +290,8 @@ class Trainer:
         return metrics
 
 
-def sample_rows(model: VAE, seed: int, epochs_done: int) -> Iterator[np.ndarray]:
-    """Each epoch's row of ten samples (10, 784), from epoch `epochs_done` + 1 on.
+def sample_rows(model: VAE, seed: int, rows_done: int) -> Iterator[np.ndarray]:
+    """Each measured epoch's row of ten samples (10, 784), after the first `rows_done` rows.
 
     The article's: one z per epoch, new each epoch, decoded as digits 0-9. Unconditional: the
     same ten z's every epoch, so that the rows show training progress on fixed latents.
@@ -301,7 +301,7 @@ def sample_rows(model: VAE, seed: int, epochs_done: int) -> Iterator[np.ndarray]
         latents = rng.standard_normal((NUM_DIGITS, model.z_dim)).astype(np.float32)
         while True:
             yield model.decode(latents).numpy()
-    for _ in range(epochs_done):  # the rows already drawn
+    for _ in range(rows_done):  # the rows already drawn
         rng.standard_normal(model.z_dim)
     while True:
         z = rng.standard_normal(model.z_dim)
@@ -309,7 +309,11 @@ def sample_rows(model: VAE, seed: int, epochs_done: int) -> Iterator[np.ndarray]
         yield model.decode(tiled, np.eye(NUM_DIGITS, dtype=np.float32)).numpy()
 
 
-def format_epoch(epoch: int, epochs: int, train: dict, val: dict, seconds: float) -> str:
+def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
+                 seconds: float) -> str:
+    """One line per epoch; the losses when it was measured (see train.measure_every)."""
+    if train is None:
+        return f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {seconds:5.1f}s"
     classifier = (f"classifier loss {train['classifier_loss']:6.3f} "
                   f"(val {val['classifier_loss']:6.3f})  val accuracy {val['accuracy']:.4f}  "
                   if "accuracy" in val else "")
@@ -345,7 +349,7 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
     chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy,
                           start.epochs_done * chunks_per_epoch(steps_per_epoch, params)
                           + start.chunks_done)
-    rows = sample_rows(trainer.model, params.seed, start.epochs_done)
+    rows = sample_rows(trainer.model, params.seed, params.measured_epochs(start.epochs_done))
     # Losses are measured on one fixed binarization of each split (when binarized).
     measured = {split: (trainer.binarization.split(data.images, split), data.labels)
                 for split, data in (("train", train_split), ("val", val_split))}
@@ -366,20 +370,31 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
                     start.chunks_done if epoch == start.epochs_done + 1 else 0,
                     lambda done: checkpoint_if_due(Progress(epoch - 1, done), ctrl_c),
                     progress)
-            # Measurement noise gets its own counter range, far from the training steps'.
-            counter = 2**40 + epoch * 2**24
-            metrics = {"train": trainer.measure(*measured["train"], counter),
-                       "val": trainer.measure(*measured["val"], counter + 2**23)}
-            require_finite_metrics(metrics, epoch, params)
-            samples.append(next(rows))
-            for split, values in metrics.items():
-                for name, value in values.items():
-                    live.log_metric(f"{split}/{name}", value)
-            live.next_step()
-            print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
-                               time.perf_counter() - started), file=sys.stderr)
+            if params.is_measured(epoch):
+                metrics = measure_epoch(trainer, measured, epoch)
+                samples.append(next(rows))
+                live.step = epoch - 1  # dvclive's step: the epoch, counted from 0
+                for split, values in metrics.items():
+                    for name, value in values.items():
+                        live.log_metric(f"{split}/{name}", value)
+                live.next_step()
+                print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
+                                   time.perf_counter() - started), file=sys.stderr)
+            else:
+                print(format_epoch(epoch, params.epochs, None, None,
+                                   time.perf_counter() - started), file=sys.stderr)
             checkpoint_if_due(Progress(epoch), ctrl_c)
     return np.stack(samples).astype(np.float32)
+
+
+def measure_epoch(trainer: Trainer, measured: dict, epoch: int) -> dict:
+    """The losses over each split after `epoch`; an error if one is not finite."""
+    # Measurement noise gets its own counter range, far from the training steps'.
+    counter = 2**40 + epoch * 2**24
+    metrics = {"train": trainer.measure(*measured["train"], counter),
+               "val": trainer.measure(*measured["val"], counter + 2**23)}
+    require_finite_metrics(metrics, epoch, trainer.params)
+    return metrics
 
 
 def require_finite_metrics(metrics: dict, epoch: int, params: Params) -> None:
