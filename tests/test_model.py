@@ -7,8 +7,7 @@ import pytest
 import vaepipe
 from vaepipe.errors import PipelineError
 from vaepipe.likelihoods import gaussian_nll
-from vaepipe.model import (VAE, digit_cross_entropy, kl_to_standard_normal, load_model,
-                           save_model, to_float_images, total_loss)
+from vaepipe.model import VAE, kl_to_standard_normal, load_model, save_model, to_float_images
 from vaepipe.tf_runtime import tf
 
 
@@ -38,19 +37,6 @@ def test_kl_closed_form_agrees_with_monte_carlo():
     closed_form = kl_to_standard_normal(tf.constant(mu), tf.constant(var)).numpy()[0]
     assert closed_form == pytest.approx(monte_carlo, abs=0.01)
     assert kl_to_standard_normal(tf.zeros((1, 3)), tf.ones((1, 3))).numpy()[0] == 0.0
-
-
-def test_total_loss_is_the_articles_weighted_sum():
-    rec, kl, ce = tf.constant([10.0, 20.0]), tf.constant([1.0, 3.0]), tf.constant([0.5, 1.5])
-    assert total_loss(rec, kl, ce, 10.0).numpy() == pytest.approx(17.0 + 10.0 * 1.0)
-
-
-def test_cross_entropy_matches_numpy():
-    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
-    labels = np.array([0, 2])
-    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    expected = -log_softmax[np.arange(2), labels]
-    np.testing.assert_allclose(digit_cross_entropy(labels, tf.constant(logits)).numpy(), expected)
 
 
 @pytest.mark.parametrize("z_dim, layers", [(1, (8,)), (10, (32, 16)), (20, (4,))])
@@ -162,13 +148,13 @@ def test_each_member_of_the_family_saves_and_loads_exactly(tmp_path, likelihood,
     for got, expected in zip(loaded(x, eps), model(x, eps)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
     means = loaded.decode(np.zeros((1, 2), np.float32),
-                          np.eye(10, dtype=np.float32)[[3]] if loaded.conditional else None)
+                          loaded.conditioning.decoder_input([3]))
     assert means.shape == (1, 784) and 0 <= float(np.min(means)) <= float(np.max(means)) <= 1
 
 
 def test_an_unconditional_model_has_no_classifier_and_decodes_z_alone():
     model = VAE([8], [8], [8], "sigmoid", 0.5, 2, conditioning="none")
-    assert not model.conditional
+    assert model.classifier_net is None and model.conditioning.digits == ()
     assert not any("classifier" in weight.path for weight in model.weights)
     assert model.decoder_net.layers[0].kernel.shape == (2, 8)
 

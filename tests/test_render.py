@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vaepipe.conditioning import Classifier
 from vaepipe.errors import PipelineError
 from vaepipe.model import VAE
-from vaepipe.render import (HISTORY_METRICS, latent_manifold, latent_traversals, read_history,
-                            reconstruct, redraw_as_every_digit)
+from vaepipe.render import (latent_manifold, latent_traversals, read_history, reconstruct,
+                            redraw_as_every_digit)
+
+HISTORY_METRICS = ["train/vae_loss", "val/vae_loss", "train/classifier_loss",
+                   "val/classifier_loss", "train/accuracy", "val/accuracy"]
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +29,18 @@ def write_live_history(root, epochs=3):
 
 def test_read_history_joins_dvclive_files_by_epoch(tmp_path):
     write_live_history(tmp_path)
-    history = read_history(tmp_path)
+    history = read_history(tmp_path, Classifier.split_metrics)
     assert list(history.columns) == ["epoch", *HISTORY_METRICS]
     assert history["epoch"].tolist() == [1, 2, 3]
     assert history["val/vae_loss"].tolist() == [100, 101, 102]
-    assert history["val/accuracy"].tolist() == [400, 401, 402]
+    assert history["val/accuracy"].tolist() == [500, 501, 502]
 
 
 def test_read_history_names_a_missing_file(tmp_path):
     write_live_history(tmp_path)
     (tmp_path / "plots" / "metrics" / "val" / "accuracy.tsv").unlink()
     with pytest.raises(PipelineError, match=r"val/accuracy.tsv: missing"):
-        read_history(tmp_path)
+        read_history(tmp_path, Classifier.split_metrics)
 
 
 def test_traversals_move_one_dimension_per_row(model):
@@ -70,7 +74,7 @@ def test_reconstruction_decodes_the_mean_with_the_predicted_digit(model):
 
 def test_an_unconditional_models_history_has_only_the_vae_loss(tmp_path):
     write_live_history(tmp_path)
-    history = read_history(tmp_path, conditional=False)
+    history = read_history(tmp_path)
     assert list(history.columns) == ["epoch", "train/vae_loss", "val/vae_loss"]
 
 

@@ -116,7 +116,7 @@ def _load_model(directory: Path):
 def _conditional_model(directory: Path, what: str):
     """The trained model, which `what` needs to be conditioned on digits."""
     model = _load_model(directory)
-    if not model.conditional:
+    if not model.conditioning.digits:
         raise PipelineError(f"{directory}: {what} needs a model conditioned on digits; this one "
                             f"has conditioning: none")
     return model
@@ -151,7 +151,7 @@ def _sample(args) -> None:
     _check_suffix(args.output, [".png"])
     model = _conditional_model(args.model, "sample")
     from vaepipe import plotting
-    from vaepipe.render import one_hot
+    from vaepipe.conditioning import one_hot
     z = np.random.default_rng(args.seed).standard_normal((args.count, model.z_dim),
                                                          dtype=np.float32)
     each_z_as_each_digit = np.repeat(z, len(digits), axis=0)

@@ -70,10 +70,8 @@ class Evaluator:
         seed = tf.stack([tf.constant(self.seed, tf.int64), batch_index])
         eps = tf.random.stateless_normal([tf.shape(x)[0], self.iwae_samples, self.model.z_dim],
                                          seed=seed)
-        bounds = per_image_bounds(self.model, x, eps)
-        if not self.model.conditional:
-            return bounds
-        return (*bounds, tf.argmax(self.model.classify(x), axis=1, output_type=tf.int32))
+        return (*per_image_bounds(self.model, x, eps),
+                *self.model.conditioning.predictions(self.model, x))
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
                  progress=None) -> tuple[dict, np.ndarray | None]:
@@ -131,9 +129,7 @@ DATA_MEANING = {
 
 def nll_measures(model: VAE, binarization: str, iwae_samples: int) -> str:
     """What `nll` of metrics.json is, in words."""
-    target = "-log p(x | c(x)), conditional on the classifier's c(x)" if model.conditional \
-        else "-log p(x)"
-    return (f"{target}, estimated as -(IWAE bound at K = {iwae_samples}), an upper bound, in "
+    return (f"{model.conditioning.nll_target}, estimated as -(IWAE bound at K = {iwae_samples}), an upper bound, in "
             f"nats per image; "
             f"{DATA_MEANING[(model.config['likelihood'], binarization)]}")
 

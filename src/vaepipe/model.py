@@ -3,8 +3,9 @@
 Encoder q(z|x) = N(mu(x), diag(var(x))), digit classifier c(x) = softmax(logits(x)), decoder
 p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are float32 rows of
 784 pixel intensities in [0, 1]. The family: `likelihood` bernoulli makes f output logits
-(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone,
-`architecture` conv puts convolutions in the encoder and transposed ones in the decoder.
+(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone
+(conditioning.py), `architecture` conv puts convolutions in the encoder and transposed ones in
+the decoder.
 """
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaepipe.conditioning import make_conditioning
 from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.errors import PipelineError
 from vaepipe.likelihoods import make_likelihood
@@ -106,16 +108,14 @@ class VAE(keras.Model):
         self.z_dim = int(z_dim)
         self.decoder_std = float(decoder_std)
         self.likelihood = make_likelihood(likelihood, decoder_std)
-        self.conditional = conditioning == "classifier"
-        self.condition_width = NUM_DIGITS if self.conditional else 0
+        self.conditioning = make_conditioning(conditioning)
         build_encoder, build_decoder = ARCHITECTURES[architecture]
         # mu and the variance share the encoder's hidden layers, as in the article.
         self.encoder_net = build_encoder(self.config)
         self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
         self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
-        if self.conditional:
-            self.classifier_net = _mlp(digit_classification_layers, activation, NUM_DIGITS,
-                                       name="digit_classifier")
+        self.classifier_net = self.conditioning.build_network(digit_classification_layers,
+                                                              activation)
         self.decoder_net = build_decoder(self.config, self.likelihood.output_activation)
         self.build_all()
 
@@ -125,9 +125,9 @@ class VAE(keras.Model):
         hidden = self.encoder_net.compute_output_shape((None, IMAGE_PIXELS))
         self.mu_layer.build(hidden)
         self.log_var_layer.build(hidden)
-        if self.conditional:
+        if self.classifier_net is not None:
             self.classifier_net.build((None, IMAGE_PIXELS))
-        self.decoder_net.build((None, self.z_dim + self.condition_width))
+        self.decoder_net.build((None, self.z_dim + self.conditioning.width))
         self.built = True
 
     def encode(self, x):
@@ -137,7 +137,7 @@ class VAE(keras.Model):
 
     def classify(self, x):
         """Digit logits (n, 10); an unconditional model has no classifier: (n, 0)."""
-        if not self.conditional:
+        if self.classifier_net is None:
             return tf.zeros([tf.shape(x)[0], 0], x.dtype)
         return self.classifier_net(x)
 
@@ -168,17 +168,6 @@ class VAE(keras.Model):
 def kl_to_standard_normal(mu, var):
     """KL(N(mu, diag(var)) || N(0, I)) in closed form, one value per row."""
     return -0.5 * tf.reduce_sum(1.0 + tf.math.log(var) - tf.square(mu) - var, axis=-1)
-
-
-def digit_cross_entropy(labels, logits):
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
-                                                          logits=logits)
-
-
-def total_loss(reconstruction, kl, cross_entropy, digit_classification_weight: float):
-    """The article's training loss: mean(rec + KL) + weight * mean(cross-entropy)."""
-    return (tf.reduce_mean(reconstruction + kl)
-            + digit_classification_weight * tf.reduce_mean(cross_entropy))
 
 
 def to_float_images(images: np.ndarray) -> np.ndarray:

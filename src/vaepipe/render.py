@@ -6,23 +6,22 @@ import numpy as np
 import pandas as pd
 
 from vaepipe import plotting
+from vaepipe.conditioning import one_hot
 from vaepipe.data import load_split
 from vaepipe.errors import PipelineError
 from vaepipe.files import atomic_dir
 from vaepipe.model import IMAGE_PIXELS, NUM_DIGITS, VAE, load_model, to_float_images
 from vaepipe.params import Params
 
-VAE_HISTORY = ("train/vae_loss", "val/vae_loss")
-HISTORY_METRICS = (*VAE_HISTORY, "train/classifier_loss", "val/classifier_loss", "val/accuracy")
 TRAVERSAL_RANGE = 3.0
 MANIFOLD_STEPS = 15  # points per axis of the latent-manifold grid of a 2-dimensional z
 
 
-def read_history(live_dir: str | Path, conditional: bool = True) -> pd.DataFrame:
-    """Per-epoch metrics from the dvclive files of the train stage, one row per epoch (from 1);
-    an unconditional model has no classifier's."""
+def read_history(live_dir: str | Path, split_metrics=("vae_loss",)) -> pd.DataFrame:
+    """Per-epoch metrics from the dvclive files of the train stage, one row per measured epoch
+    (from 1): each of `split_metrics` (a conditioning's) on the train and val splits."""
     history = None
-    for metric in HISTORY_METRICS if conditional else VAE_HISTORY:
+    for metric in [f"{split}/{name}" for name in split_metrics for split in ("train", "val")]:
         path = Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv"
         if not path.exists():
             raise PipelineError(f"{path}: missing (run `dvc repro train`)")
@@ -31,15 +30,6 @@ def read_history(live_dir: str | Path, conditional: bool = True) -> pd.DataFrame
         history = column if history is None else history.merge(column, on="step")
     history.insert(0, "epoch", history.pop("step") + 1)
     return history
-
-
-def one_hot(digits) -> np.ndarray:
-    return np.eye(NUM_DIGITS, dtype=np.float32)[np.asarray(digits)]
-
-
-def digit_condition(model: VAE, digits) -> np.ndarray | None:
-    """What the decoder sees besides z: the digits, one-hot; nothing for an unconditional model."""
-    return one_hot(digits) if model.conditional else None
 
 
 def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
@@ -63,7 +53,8 @@ def latent_traversals(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, n
     for dim in range(model.z_dim):
         z[dim, :, dim] = values
     flat = z.reshape(-1, model.z_dim)
-    images = np.asarray(model.decode(flat, digit_condition(model, np.full(len(flat), digit))))
+    digits = model.conditioning.decoder_input(np.full(len(flat), digit))
+    images = np.asarray(model.decode(flat, digits))
     return images.reshape(model.z_dim, steps, -1), values
 
 
@@ -73,7 +64,8 @@ def latent_manifold(model: VAE, steps: int, digit: int) -> tuple[np.ndarray, np.
     values = np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps, dtype=np.float32)
     z1, z0 = np.meshgrid(values[::-1], values, indexing="ij")
     flat = np.stack([z0.ravel(), z1.ravel()], axis=1)
-    images = np.asarray(model.decode(flat, digit_condition(model, np.full(len(flat), digit))))
+    digits = model.conditioning.decoder_input(np.full(len(flat), digit))
+    images = np.asarray(model.decode(flat, digits))
     return images.reshape(steps, steps, -1), values
 
 
@@ -100,16 +92,17 @@ def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path
         test = load_split(prepared_dir, "test")
         x = to_float_images(test.images)
         shown = params.render
-        digit = shown.traversal_digit if model.conditional else None
-        history = read_history(live_dir, model.conditional)
+        drawn_as = model.conditioning.digits  # what the decoder can be told to draw
+        digit = shown.traversal_digit if drawn_as else None
+        history = read_history(live_dir, model.conditioning.split_metrics)
         plotting.plot_sample_grid(load_samples(samples_path, len(history)),
-                                  staging / "sample_grid.png", model.conditional,
+                                  staging / "sample_grid.png", bool(drawn_as),
                                   history["epoch"])
         plotting.plot_loss_curves(history, staging / "loss_curves.png")
         originals = x[:shown.reconstructions]
         plotting.plot_reconstructions(originals, reconstruct(model, originals),
                                       staging / "reconstructions.png")
-        if model.conditional:
+        if drawn_as:
             sources = x[:shown.style_sources]
             plotting.plot_style_transfer(sources, redraw_as_every_digit(model, sources),
                                          staging / "style_transfer.png")

@@ -24,13 +24,11 @@ from vaepipe.data import load_split
 from vaepipe.devices import describe, is_chief, is_multi_worker, select_strategy, set_up_tensorflow
 from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
-from vaepipe.model import (NUM_DIGITS, VAE, digit_cross_entropy, save_model, to_float_images,
-                           total_loss)
+from vaepipe.model import VAE, save_model, to_float_images
 from vaepipe.params import IWAE_SCHEDULE_STAGES, Params
 from vaepipe.tf_runtime import keras, tf
 
 METRICS_BATCH = 2000  # images per call when measuring losses over a whole split
-LOSS_TERMS = ("reconstruction", "KL", "classifier cross-entropy")
 
 
 class Diverged(PipelineError):
@@ -143,8 +141,7 @@ class Trainer:
     def __post_init__(self):
         self.binarization = make_binarization(self.params.binarization,
                                               self.params.data.split_seed)
-        # The article's model has no classifier cross-entropy to watch when unconditional.
-        self.loss_terms = LOSS_TERMS if self.model.conditional else LOSS_TERMS[:2]
+        self.loss_terms = self.model.conditioning.loss_terms
         jit = self.params.train.jit_compile
         one_replica = self.strategy.num_replicas_in_sync == 1
         # One replica runs the chunk's whole step loop in one XLA computation. Several merge
@@ -187,15 +184,13 @@ class Trainer:
         x = self.binarization.batch(x, seed)
         with tf.GradientTape() as tape:
             reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], seed))
-            terms = [reconstruction, kl]
             if self.params.kl_warmup_epochs:  # without, the article's loss op for op
-                kl = self._kl_weight(self.optimizer.iterations) * kl
-            if self.model.conditional:
-                terms.append(digit_cross_entropy(y, logits))
-                loss = total_loss(reconstruction, kl, terms[-1],
-                                  self.params.digit_classification_weight)
+                kl_term = self._kl_weight(self.optimizer.iterations) * kl
             else:
-                loss = tf.reduce_mean(reconstruction + kl)
+                kl_term = kl
+            loss, more_terms = self.model.conditioning.training_loss(
+                reconstruction, kl_term, logits, y, self.params.digit_classification_weight)
+            terms = [reconstruction, kl, *more_terms]
             # Replicas' gradients are summed: each contributes its share of the mean.
             loss /= self.strategy.num_replicas_in_sync
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
@@ -239,11 +234,7 @@ class Trainer:
     def _per_image_losses(self, x, labels, counter):
         reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0],
                                                              self._noise_seed(counter)))
-        if not self.model.conditional:
-            return (reconstruction + kl,)
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
-                           tf.cast(labels, tf.int32))
-        return reconstruction + kl, digit_cross_entropy(labels, logits), correct
+        return self.model.conditioning.per_image_measures(reconstruction + kl, logits, labels)
 
     def train_epoch(self, chunks: Iterator, steps: int, epoch: int, start_chunk: int = 0,
                     after_chunk=None, progress: tqdm | None = None) -> None:
@@ -268,45 +259,22 @@ class Trainer:
                 after_chunk(chunk + 1)
 
     def measure(self, images: np.ndarray, labels: np.ndarray, counter: int) -> dict:
-        """The article's two losses and the accuracy over a whole split (the VAE loss alone for
-        an unconditional model).
+        """The conditioning's `split_metrics` over a whole split: the article's two losses and
+        the accuracy, or the VAE loss alone.
 
         XLA on a CPU sums big float32 tensors loosely, so per-image values come back and are
         averaged in float64 here.
         """
-        columns = [[], [], []]  # vae loss, cross-entropy, correct (the last two if conditional)
+        conditioning = self.model.conditioning
+        columns = [[] for _ in conditioning.split_metrics]
         for start in range(0, len(images), METRICS_BATCH):
             x = to_float_images(images[start:start + METRICS_BATCH])
             y = labels[start:start + METRICS_BATCH].astype(np.int32)
             results = self.per_image_losses(x, y, tf.constant(counter + start, tf.int64))
             for values, out in zip(results, columns):
                 out.append(values.numpy())
-        vae, cross_entropy, correct = (np.concatenate(c) if c else None for c in columns)
-        metrics = {"vae_loss": float(np.mean(vae, dtype=np.float64))}
-        if self.model.conditional:
-            weight = self.params.digit_classification_weight
-            metrics["classifier_loss"] = weight * float(np.mean(cross_entropy, dtype=np.float64))
-            metrics["accuracy"] = float(np.mean(correct, dtype=np.float64))
-        return metrics
-
-
-def sample_rows(model: VAE, seed: int, rows_done: int) -> Iterator[np.ndarray]:
-    """Each measured epoch's row of ten samples (10, 784), after the first `rows_done` rows.
-
-    The article's: one z per epoch, new each epoch, decoded as digits 0-9. Unconditional: the
-    same ten z's every epoch, so that the rows show training progress on fixed latents.
-    """
-    rng = np.random.default_rng(seed)
-    if not model.conditional:
-        latents = rng.standard_normal((NUM_DIGITS, model.z_dim)).astype(np.float32)
-        while True:
-            yield model.decode(latents).numpy()
-    for _ in range(rows_done):  # the rows already drawn
-        rng.standard_normal(model.z_dim)
-    while True:
-        z = rng.standard_normal(model.z_dim)
-        tiled = np.tile(z.astype(np.float32).reshape(1, -1), (NUM_DIGITS, 1))
-        yield model.decode(tiled, np.eye(NUM_DIGITS, dtype=np.float32)).numpy()
+        return conditioning.split_measures([np.concatenate(column) for column in columns],
+                                           self.params.digit_classification_weight)
 
 
 def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
@@ -349,7 +317,9 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
     chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy,
                           start.epochs_done * chunks_per_epoch(steps_per_epoch, params)
                           + start.chunks_done)
-    rows = sample_rows(trainer.model, params.seed, params.measured_epochs(start.epochs_done))
+    # Each measured epoch's row of ten samples (10, 784), after the rows already drawn.
+    rows = trainer.model.conditioning.sample_rows(trainer.model, params.seed,
+                                                  params.measured_epochs(start.epochs_done))
     # Losses are measured on one fixed binarization of each split (when binarized).
     measured = {split: (trainer.binarization.split(data.images, split), data.labels)
                 for split, data in (("train", train_split), ("val", val_split))}
