@@ -64,3 +64,27 @@ def test_bad_rules_are_named(tmp_path, spec, message):
     path.write_text(f"{FILE}:\n  test.elbo: {spec}\n")
     with pytest.raises(PipelineError, match=rf"regression.yaml: {FILE}: test.elbo: {message}"):
         load_rules(path)
+
+
+ACCURACY = Rule(FILE, "test.accuracy", True, tolerance=0.005, floor=0.95,
+                needs=(("conditioning", "classifier"),))
+
+
+def test_a_metric_the_model_cannot_have_is_skipped_not_failed():
+    diff = diff_of("test.accuracy", 0.96, None)
+    skipped = judge(ACCURACY, diff, {"conditioning": "none"})
+    assert (skipped.problem, skipped.skipped) == ("", "skipped (conditioning: none)")
+    assert format_table([skipped], "HEAD").splitlines()[1].endswith("skipped (conditioning: none)")
+    # a model that should have it fails without it
+    assert judge(ACCURACY, diff, {"conditioning": "classifier"}).problem == \
+        "missing from the workspace"
+
+
+def test_needs_are_read_and_checked(tmp_path):
+    path = tmp_path / "regression.yaml"
+    path.write_text(f"{FILE}:\n  test.accuracy: {{better: higher, tolerance: 0.005, floor: 0.95,"
+                    f" needs: {{conditioning: classifier}}}}\n")
+    assert load_rules(path) == [ACCURACY]
+    path.write_text(f"{FILE}:\n  test.accuracy: {{better: higher, needs: classifier}}\n")
+    with pytest.raises(PipelineError, match=r"test.accuracy: needs must map params keys"):
+        load_rules(path)

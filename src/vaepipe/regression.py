@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from vaepipe.errors import PipelineError, run_stage
+from vaepipe.params import read_yaml
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Rule:
     higher_is_better: bool
     tolerance: float
     floor: float | None
+    needs: tuple = ()  # (params key, value) pairs: the metric exists only for such models
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Verdict:
     old: float | None
     new: float | None
     problem: str  # empty when the metric passes
+    skipped: str = ""  # why the workspace's model has no such metric
 
     @property
     def worse_by(self) -> float:
@@ -63,8 +66,12 @@ def load_rules(path: str | Path) -> list[Rule]:
             tolerance = spec.get("tolerance", 0.0)
             if not isinstance(tolerance, int | float) or tolerance < 0:
                 raise PipelineError(f"{where}: tolerance must be a number >= 0, got {tolerance!r}")
+            needs = spec.get("needs", {})
+            if not isinstance(needs, dict):
+                raise PipelineError(f"{where}: needs must map params keys to values, such as "
+                                    f"{{conditioning: classifier}}, got {needs!r}")
             rules.append(Rule(file, metric, better == "higher", float(tolerance),
-                              spec.get("floor")))
+                              spec.get("floor"), tuple(needs.items())))
     return rules
 
 
@@ -97,9 +104,15 @@ def is_finite_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def judge(rule: Rule, diff: dict) -> Verdict:
+def judge(rule: Rule, diff: dict, params: dict | None = None) -> Verdict:
+    """The verdict on one metric; `params` (the workspace's) skips a rule whose `needs` the
+    model does not meet, such as the accuracy of a model without a classifier."""
     entry = diff.get(rule.file, {}).get(rule.metric, {})
     old, new = entry.get("old"), entry.get("new")
+    unmet = [f"{key}: {(params or {}).get(key)}" for key, value in rule.needs
+             if (params or {}).get(key) != value]
+    if unmet:
+        return Verdict(rule, old, new, "", f"skipped ({', '.join(unmet)})")
     if not is_finite_number(old):  # a broken base cannot excuse the workspace: judge by floor
         old = None
     verdict = Verdict(rule, old, new, "")
@@ -126,7 +139,7 @@ def format_table(verdicts: list[Verdict], base: str) -> str:
         rows.append((f"{v.rule.file}:{v.rule.metric}", number(v.old), number(v.new), change,
                      "higher" if v.rule.higher_is_better else "lower", f"{v.rule.tolerance:g}",
                      "-" if v.rule.floor is None else f"{v.rule.floor:g}",
-                     "ok" if not v.problem else f"FAIL: {v.problem}"))
+                     v.skipped or ("ok" if not v.problem else f"FAIL: {v.problem}")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in rows)
@@ -135,10 +148,14 @@ def format_table(verdicts: list[Verdict], base: str) -> str:
 def check(base: str, config: str | Path) -> bool:
     rules = load_rules(config)
     diff = metrics_diff(base)
-    verdicts = [judge(rule, diff) for rule in rules]
+    params = read_yaml("params.yaml")
+    verdicts = [judge(rule, diff, params) for rule in rules]
     print(format_table(verdicts, base))
     failures = [v for v in verdicts if v.problem]
-    print(f"\n{len(verdicts) - len(failures)} passed, {len(failures)} failed")
+    skipped = sum(bool(v.skipped) for v in verdicts)
+    passed = len(verdicts) - len(failures) - skipped
+    print(f"\n{passed} passed, {len(failures)} failed" + (f", {skipped} skipped" if skipped
+                                                          else ""))
     return not failures
 
 
