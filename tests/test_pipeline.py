@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -362,3 +363,39 @@ def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
     predictions = (repo.root / "reports" / "evaluate" / "test_predictions.csv").read_text()
     assert predictions == "actual,predicted\n"
     repo.run("git", "checkout", "-q", "--", ".")
+
+
+FAMILY = [(likelihood, binarization, conditioning, architecture)
+          for likelihood in ("gaussian", "bernoulli") for binarization in ("none", "dynamic")
+          for conditioning in ("classifier", "none") for architecture in ("mlp", "conv")]
+
+
+@pytest.mark.parametrize("likelihood, binarization, conditioning, architecture", FAMILY)
+def test_every_member_of_the_family_trains_evaluates_and_renders(
+        repo, tmp_path, likelihood, binarization, conditioning, architecture):
+    """The three stages' functions, in this process, on the tiny repo's prepared data."""
+    from vaepipe.evaluation import evaluate_stage
+    from vaepipe.params import load_params
+    from vaepipe.render import render_stage
+    from vaepipe.training import train
+
+    params = load_params(repo.root / "params.yaml")
+    params = params.model_copy(update=dict(
+        likelihood=likelihood, binarization=binarization, conditioning=conditioning,
+        architecture=architecture, conv_filters=(2, 3), epochs=1,
+        # Without XLA: compiling 16 models would take minutes (the compiled path is the
+        # repo's own, run by the tests above).
+        train=params.train.model_copy(update={"jit_compile": False})))
+    prepared = repo.root / "data" / "prepared"
+    model, samples, live = tmp_path / "vae", tmp_path / "samples.npy", tmp_path / "live"
+    train(params, prepared, model, samples, live, None)
+    metrics = evaluate_stage(params, model, prepared, tmp_path / "metrics.json",
+                             tmp_path / "predictions.csv")
+    render_stage(params, model, samples, live, prepared, tmp_path / "figures")
+    for split in ("test", "val"):
+        assert np.isfinite(metrics[split]["nll"]) and metrics[split]["nll"] == \
+            -metrics[split]["iwae"]
+        assert ("accuracy" in metrics[split]) == (conditioning == "classifier")
+    figures = {path.name for path in (tmp_path / "figures").iterdir()}
+    assert ("style_transfer.png" in figures) == (conditioning == "classifier")
+    assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png"} <= figures

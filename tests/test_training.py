@@ -179,3 +179,17 @@ def test_the_unconditional_bernoulli_family_trains_the_same_twice_and_learns():
     after = first.measure(images, labels, 0)
     assert set(after) == {"vae_loss"}
     assert after["vae_loss"] < before["vae_loss"]
+
+
+def test_measure_every_logs_the_measured_epochs_and_one_sample_row_each(tmp_path):
+    images, labels = tiny_images()
+    write_prepared(tmp_path / "prepared", images, labels)
+    params = tiny_params(epochs=5, train=tiny_params().train.model_copy(
+        update={"steps_per_execution": 3, "measure_every": 2}))
+    assert [params.is_measured(epoch) for epoch in range(1, 6)] == [False, True, False, True,
+                                                                     True]
+    train(params, tmp_path / "prepared", tmp_path / "model", tmp_path / "samples.npy",
+          tmp_path / "live", None)
+    logged = (tmp_path / "live" / "plots" / "metrics" / "val" / "vae_loss.tsv").read_text()
+    assert [line.split("\t")[0] for line in logged.splitlines()[1:]] == ["1", "3", "4"]
+    assert np.load(tmp_path / "samples.npy").shape == (3, 10, 784)
