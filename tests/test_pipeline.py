@@ -399,3 +399,29 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
     figures = {path.name for path in (tmp_path / "figures").iterdir()}
     assert ("style_transfer.png" in figures) == (conditioning == "classifier")
     assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png"} <= figures
+
+
+def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
+    watched = ("reports/metrics.json", "dvc.lock", "params.yaml", "models/vae/model.weights.h5")
+    before = {name: (repo.root / name).read_bytes() for name in watched}
+    recipe = repo.root / "reproductions" / "tiny.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("z_dim: 3\nevaluate:\n  iwae_samples: 7\n")
+    try:
+        repo.run(sys.executable, "-m", "vaepipe.reproduce", "tiny")
+        kept = repo.root / "reproductions" / "tiny"
+        assert sorted(path.name for path in kept.iterdir()) == [
+            "commit.txt", "dvc.lock", "loss_curves.png", "metrics.json", "params.yaml",
+            "sample_grid.png", "train_metrics.json"]
+        params = yaml.safe_load((kept / "params.yaml").read_text())
+        assert (params["z_dim"], params["evaluate"]["iwae_samples"]) == (3, 7)
+        metrics = json.loads((kept / "metrics.json").read_text())
+        assert "at K = 7" in metrics["test"]["nll_measures"]
+        head = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+        assert (kept / "commit.txt").read_text() == f"{head}\n"
+        assert {name: (repo.root / name).read_bytes() for name in watched} == before
+        again = repo.run(sys.executable, "-m", "vaepipe.reproduce", "tiny")
+        assert "Running stage" not in again.stdout  # done: nothing reruns
+    finally:
+        shutil.rmtree(repo.root / "reproductions")
+        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)

@@ -55,14 +55,17 @@ def git(*args: str, cwd: Path = Path(".")) -> str:
 
 
 def prepare_workspace(name: str, commit: str) -> Path:
-    """A clone of `commit` in .reproductions/NAME that shares this repository's DVC cache; one
-    made before at another commit is moved to this one (its checkpoint then no longer fits)."""
+    """A clone of `commit` in .reproductions/NAME that shares this repository's DVC cache. One
+    made before at this commit is kept as it is (its dvc.lock says what is done); one at
+    another commit is moved to this one (its checkpoint then no longer fits)."""
     workspace = WORKSPACES / name
-    if not (workspace / ".git").exists():
+    fresh = not (workspace / ".git").exists()
+    if fresh:
         shutil.rmtree(workspace, ignore_errors=True)
         git("clone", "--quiet", "--no-checkout", ".", str(workspace))
-    git("fetch", "--quiet", "origin", cwd=workspace)
-    git("checkout", "--quiet", "--force", "--detach", commit, cwd=workspace)
+    if fresh or git("rev-parse", "HEAD", cwd=workspace) != commit:
+        git("fetch", "--quiet", "origin", cwd=workspace)
+        git("checkout", "--quiet", "--force", "--detach", commit, cwd=workspace)
     cache = Path(".dvc/cache").resolve()
     (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     return workspace
