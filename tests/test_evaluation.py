@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vaepipe.evaluation import Evaluator, confusion_matrix, per_image_bounds, summarize
+from vaepipe.evaluation import (Evaluator, confusion_matrix, per_image_bounds, samples_per_chunk,
+                                summarize)
 from vaepipe.model import VAE
 
 
@@ -107,3 +108,21 @@ def test_stderr_is_the_standard_error_of_the_per_image_bound():
     metrics = summarize(iwae, np.zeros(4), np.zeros(4), np.zeros(4, int), np.zeros(4, int))
     assert metrics["iwae"] == pytest.approx(-101.0)
     assert metrics["iwae_stderr"] == pytest.approx(np.std(iwae, ddof=1) / 2)
+
+
+@pytest.mark.parametrize("images_, samples, rows, expected", [
+    (50, 1000, 1000, 20), (20, 5000, 1000, 50), (3, 7, 10, 1), (3, 7, 100, 7), (1, 12, 5, 4)])
+def test_samples_per_chunk_divides_k_and_fits_the_rows(images_, samples, rows, expected):
+    assert samples_per_chunk(images_, samples, rows) == expected
+
+
+def test_chunked_bounds_equal_the_whole_computation_bit_for_bit(model, images):
+    x = images[:6].reshape(6, 784).astype(np.float32) / 255
+    eps = np.random.default_rng(4).standard_normal((6, 60, 3)).astype(np.float32)
+    for jit in (False, True):
+        bounds = tf.function(lambda x, eps, rows: per_image_bounds(model, x, eps, rows),
+                             jit_compile=jit)
+        whole = [t.numpy() for t in bounds(x, eps, None)]
+        chunked = [t.numpy() for t in bounds(x, eps, 6 * 12)]  # 5 chunks of 12 samples
+        for a, b in zip(whole, chunked):
+            np.testing.assert_array_equal(a, b)

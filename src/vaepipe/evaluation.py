@@ -25,23 +25,49 @@ from vaepipe.params import Params
 from vaepipe.tf_runtime import tf
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Decoder rows (image-sample pairs) per chunk: small enough that a chunk's 784 outputs a row
+# stay in a 2-core CPU's cache (benchmarks/eval_speed.py chose it).
+CHUNK_ROWS = 1000
 
 
-def per_image_bounds(model: VAE, x, eps):
-    """For images x (n, 784) and noise eps (n, K, z_dim): per-image IWAE, reconstruction, KL."""
-    n, k, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
+def samples_per_chunk(images: int, samples: int, rows: int) -> int:
+    """The largest divisor of `samples` whose chunk of images x samples decoder rows is at most
+    `rows` (at least 1)."""
+    fitting = [c for c in range(1, samples + 1) if samples % c == 0 and images * c <= rows]
+    return max(fitting, default=1)
+
+
+def per_image_bounds(model: VAE, x, eps, chunk_rows: int | None = None):
+    """For images x (n, 784) and noise eps (n, K, z_dim): per-image IWAE, reconstruction, KL.
+
+    The K samples are decoded `chunk_rows` decoder rows at a time (all at once when None):
+    the likelihood then reads each chunk's K x 784 outputs while they are in the CPU's cache,
+    instead of writing all of them out first. Every sample's log weight is the same either way.
+    """
+    n, k = x.shape[0], eps.shape[1]
     mu, var = model.encode(x)
     digit_probs = model.digit_probs(x)
-    z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, K, z_dim)
-    output = model.decoder_output(tf.reshape(z, [n * k, z_dim]),
-                                  tf.repeat(digit_probs, k, axis=0))
-    output = tf.reshape(output, [n, k, -1])
-    log_likelihood = model.likelihood.log_prob(x[:, None, :], output)  # (n, K)
-    log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
-    log_posterior = -0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI,
-                                         axis=-1)
-    log_weights = log_likelihood + log_prior - log_posterior
-    iwae = tf.reduce_logsumexp(log_weights, axis=1) - tf.math.log(tf.cast(k, log_weights.dtype))
+
+    def log_weights(eps):  # (n, c, z_dim) -> log w and log p(x|z), each (n, c)
+        c, z_dim = tf.shape(eps)[1], tf.shape(eps)[2]
+        z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, c, z_dim)
+        output = model.decoder_output(tf.reshape(z, [n * c, z_dim]),
+                                      tf.repeat(digit_probs, c, axis=0))
+        log_likelihood = model.likelihood.log_prob(x[:, None, :], tf.reshape(output, [n, c, -1]))
+        log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+        log_posterior = -0.5 * tf.reduce_sum(
+            tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
+        return log_likelihood + log_prior - log_posterior, log_likelihood
+
+    c = k if chunk_rows is None else samples_per_chunk(n, k, chunk_rows)
+    if c == k:
+        log_w, log_likelihood = log_weights(eps)
+    else:  # chunks of c samples, (n, K/c, c, z_dim) -> (K/c, n, c, z_dim), one at a time
+        chunks = tf.transpose(tf.reshape(eps, [n, k // c, c, -1]), [1, 0, 2, 3])
+        per_chunk = tf.map_fn(log_weights, chunks, fn_output_signature=(tf.float32, tf.float32))
+        log_w, log_likelihood = (tf.reshape(tf.transpose(t, [1, 0, 2]), [n, k])
+                                 for t in per_chunk)
+    iwae = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))
     # The mean of K values near -200 in float32 drifts under XLA's CPU reductions (by 0.07
     # nats at K = 1000, 0.27 at K = 5000): average them in float64.
     reconstruction = -tf.reduce_mean(tf.cast(log_likelihood, tf.float64), axis=1)
@@ -59,18 +85,24 @@ class Evaluator:
     """Compiled per-batch evaluation of one model with K importance samples per image."""
 
     def __init__(self, model: VAE, iwae_samples: int, batch_size: int, seed: int,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, chunk_rows: int | None = CHUNK_ROWS):
         self.model = model
+        self.chunk_rows = chunk_rows
         self.iwae_samples = iwae_samples
         self.batch_size = batch_size
         self.seed = seed
+        # The noise is drawn by TensorFlow's own kernel, outside XLA: XLA's CPU normal
+        # sampler took ten times as long, as long as the rest of the evaluation.
+        self._noise = tf.function(self._batch_noise, jit_compile=False)
         self._bounds = tf.function(self._batch_bounds, jit_compile=jit_compile)
 
-    def _batch_bounds(self, x, batch_index):
+    def _batch_noise(self, images, batch_index):
         seed = tf.stack([tf.constant(self.seed, tf.int64), batch_index])
-        eps = tf.random.stateless_normal([tf.shape(x)[0], self.iwae_samples, self.model.z_dim],
-                                         seed=seed)
-        return (*per_image_bounds(self.model, x, eps),
+        return tf.random.stateless_normal([images, self.iwae_samples, self.model.z_dim],
+                                          seed=seed)
+
+    def _batch_bounds(self, x, eps):
+        return (*per_image_bounds(self.model, x, eps, self.chunk_rows),
                 *self.model.conditioning.predictions(self.model, x))
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
@@ -84,7 +116,8 @@ class Evaluator:
         for batch, start in enumerate(range(0, len(images), self.batch_size)):
             x = to_float_images(images[start:start + self.batch_size])
             index = tf.constant(stream * 2**32 + batch, tf.int64)
-            for column, values in zip(columns, self._bounds(x, index)):
+            eps = self._noise(tf.constant(len(x)), index)
+            for column, values in zip(columns, self._bounds(x, eps)):
                 column.append(values.numpy())
             if progress is not None:
                 progress.update(len(x))
