@@ -1,6 +1,8 @@
-"""Seconds per training epoch: this project's loop, the article's loop, and the machine's floor.
+"""Seconds per training epoch: this project's loop, the article's loop, two references, and
+the machine's floor.
 
     .venv/bin/python benchmarks/train_speed.py [--epochs 5]
+    .venv/bin/python -m pip install -e '.[bench]'   # once, for the jax_scan reference
 
 Runs on data/prepared when it exists (else random images of the same shape), with the model
 hyperparameters of params.yaml. Each measurement runs in its own process (the article's loop
@@ -8,11 +10,20 @@ needs TensorFlow's graph mode, which is global) and reports its peak resident me
 - project: `Trainer` as the train stage uses it (XLA, `steps_per_execution` steps per call);
 - article: the article's loop ported literally to tf.compat.v1: placeholders, one
   `sess.run(train_op, feed_dict)` per batch;
+- keras_fit: the same model and loss as an idiomatic Keras 3 `model.fit` (XLA,
+  `steps_per_execution` steps per execution, shuffled each epoch);
+- jax_scan: the same in JAX + optax, a whole epoch one jitted `lax.scan` over batches, the
+  training split resident on the device (skipped, with a note, without the `bench` extra);
 - floor: the model's float32 FLOPs per epoch / this machine's measured matmul throughput.
+The references train the article's model (gaussian likelihood, classifier, MLP) with Adam at
+`learning_rate` and `adam_epsilon`.
 """
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -111,6 +122,151 @@ def time_article(params, epochs: int) -> list[float]:
     return times
 
 
+def time_keras_fit(params, epochs: int) -> list[float]:
+    """The model as a Keras 3 subclass whose `compute_loss` is the article's loss."""
+    from vaepipe.tf_runtime import keras
+    ops, Dense = keras.ops, keras.layers.Dense
+    keras.utils.set_random_seed(params.seed)
+    std, weight = params.decoder_std, params.digit_classification_weight
+
+    def mlp(hidden, outputs=None, last=None):
+        layers = [Dense(size, activation=params.activation) for size in hidden]
+        return keras.Sequential(layers + ([Dense(outputs, activation=last)] if outputs else []))
+
+    class KerasVAE(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = mlp(params.encoder_layers)
+            self.mu, self.log_var = Dense(params.z_dim), Dense(params.z_dim)
+            self.classifier = mlp(params.digit_classification_layers, 10)
+            self.decoder = mlp(params.decoder_layers, 784, "sigmoid")
+            self.noise = keras.random.SeedGenerator(params.seed)
+
+        def call(self, x):
+            h = self.encoder(x)
+            mu, var = self.mu(h), 1e-5 + ops.exp(self.log_var(h))
+            z = mu + ops.sqrt(var) * keras.random.normal(ops.shape(mu), seed=self.noise)
+            logits = self.classifier(x)
+            return self.decoder(ops.concatenate([z, ops.softmax(logits)], axis=1)), mu, var, logits
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            decoded, mu, var, logits = y_pred
+            reconstruction = ops.sum(0.5 * math.log(2 * math.pi * std * std)
+                                     + ops.square(x - decoded) / (2 * std * std), axis=1)
+            kl = -0.5 * ops.sum(1 + ops.log(var) - ops.square(mu) - var, axis=1)
+            cross_entropy = keras.losses.sparse_categorical_crossentropy(y, logits,
+                                                                         from_logits=True)
+            return ops.mean(reconstruction + kl) + weight * ops.mean(cross_entropy)
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):  # logs are Python floats: the epoch is done
+            times.append(time.perf_counter() - self.started)
+
+    images, labels = training_images(params)
+    x = images.reshape(len(images), -1).astype(np.float32) / 255
+    model = KerasVAE()
+    model.compile(keras.optimizers.Adam(params.learning_rate, epsilon=params.adam_epsilon),
+                  jit_compile=True, steps_per_execution=params.train.steps_per_execution)
+    times = []
+    model.fit(x, labels.astype(np.int32), batch_size=params.batch_size, epochs=epochs,
+              shuffle=True, verbose=0, callbacks=[EpochTimes()])
+    return times
+
+
+def jax_mlp(layers, x, activation, last=None):
+    """Dense layers [(w, b), ...]: `activation` after each but the last, `last` after the last."""
+    for w, b in layers[:-1]:
+        x = activation(x @ w + b)
+    w, b = layers[-1]
+    return x @ w + b if last is None else last(x @ w + b)
+
+
+def jax_encode(weights, x, activation):
+    """q(z|x)'s mean and variance, and the classifier's logits (the article's model)."""
+    import jax.numpy as jnp
+    h = jax_mlp(weights["encoder"], x, activation, last=activation)
+    var = 1e-5 + jnp.exp(jax_mlp(weights["log_var"], h, activation))
+    return jax_mlp(weights["mu"], h, activation), var, jax_mlp(weights["classifier"], x, activation)
+
+
+def jax_decode(weights, z, digit_probs, activation):
+    import jax
+    import jax.numpy as jnp
+    return jax_mlp(weights["decoder"], jnp.concatenate([z, digit_probs], axis=-1), activation,
+                   last=jax.nn.sigmoid)
+
+
+def gaussian_nll(x, mean, std: float):
+    import jax.numpy as jnp
+    return jnp.sum(0.5 * math.log(2 * math.pi * std * std) + (x - mean) ** 2 / (2 * std * std),
+                   axis=-1)
+
+
+def time_jax_scan(params, epochs: int) -> list[float]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    activation = getattr(jax.nn, params.activation)
+    batch, z_dim = params.batch_size, params.z_dim
+
+    def glorot(key, sizes):  # Keras's default initializers: Glorot-uniform kernels, zero biases
+        layers = []
+        for layer_key, fan_in, fan_out in zip(jax.random.split(key, len(sizes) - 1),
+                                              sizes[:-1], sizes[1:]):
+            limit = math.sqrt(6 / (fan_in + fan_out))
+            layers.append((jax.random.uniform(layer_key, (fan_in, fan_out), jnp.float32,
+                                              -limit, limit), jnp.zeros(fan_out)))
+        return layers
+
+    keys = jax.random.split(jax.random.key(params.seed), 6)
+    hidden = params.encoder_layers[-1]
+    weights = {"encoder": glorot(keys[0], [784, *params.encoder_layers]),
+               "mu": glorot(keys[1], [hidden, z_dim]), "log_var": glorot(keys[2], [hidden, z_dim]),
+               "classifier": glorot(keys[3], [784, *params.digit_classification_layers, 10]),
+               "decoder": glorot(keys[4], [z_dim + 10, *params.decoder_layers, 784])}
+
+    def loss(weights, x, y, eps):
+        mu, var, logits = jax_encode(weights, x, activation)
+        decoded = jax_decode(weights, mu + jnp.sqrt(var) * eps, jax.nn.softmax(logits), activation)
+        kl = -0.5 * jnp.sum(1 + jnp.log(var) - mu**2 - var, axis=1)
+        cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return (jnp.mean(gaussian_nll(x, decoded, params.decoder_std) + kl)
+                + params.digit_classification_weight * jnp.mean(cross_entropy))
+
+    optimizer = optax.adam(params.learning_rate, eps=params.adam_epsilon)
+    images, labels = training_images(params)
+    steps = len(images) // batch
+    # The split stays on the device as uint8; each batch is gathered and scaled in the scan.
+    x_all = jax.device_put(images.reshape(len(images), -1))
+    y_all = jax.device_put(labels.astype(np.int32))
+
+    @jax.jit
+    def epoch(state, x_all, y_all, key):
+        def step(state, inputs):
+            (weights, adam), (indices, key) = state, inputs
+            x = x_all[indices].astype(jnp.float32) / 255
+            grads = jax.grad(loss)(weights, x, y_all[indices],
+                                   jax.random.normal(key, (batch, z_dim)))
+            updates, adam = optimizer.update(grads, adam, weights)
+            return (optax.apply_updates(weights, updates), adam), None
+
+        order_key, noise_key = jax.random.split(key)
+        order = jax.random.permutation(order_key, len(x_all))[:steps * batch]
+        batches = (order.reshape(steps, batch), jax.random.split(noise_key, steps))
+        return jax.lax.scan(step, state, batches)[0]
+
+    state, times = (weights, optimizer.init(weights)), []
+    for index in range(epochs):
+        started = time.perf_counter()
+        state = epoch(state, x_all, y_all, jax.random.fold_in(keys[5], index))
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def matmul_gflops(repeats: int = 20) -> float:
     """Best float32 matmul throughput over large square products (GFLOP/s)."""
     import tensorflow as tf
@@ -145,22 +301,45 @@ def measure(mode: str, epochs: int) -> dict:
         gflops = matmul_gflops()
         flops = flops_per_epoch(params, len(training_images(params)[0]))
         return {"seconds": flops / (gflops * 1e9), "gflops": gflops, "gflop_per_epoch": flops / 1e9}
-    times = (time_project if mode == "project" else time_article)(params, epochs)
+    times = LOOPS[mode](params, epochs)
     # The first epoch includes tracing and compilation: leave it out of the median.
     return {"seconds": statistics.median(times[1:]), "first": times[0],
             "peak_mb": peak_memory_mb()}
 
 
+LOOPS = {"project": time_project, "article": time_article, "keras_fit": time_keras_fit,
+         "jax_scan": time_jax_scan}
+
+
+def major_version(package: str) -> int:
+    try:
+        return int(importlib.metadata.version(package).split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return 0
+
+
+def missing_packages(mode: str) -> str | None:
+    """Why a reference cannot run here, in one line; None when it can."""
+    if mode == "keras_fit" and major_version("keras") < 3:
+        return "needs Keras 3: .venv/bin/python -m pip install -r requirements.lock"
+    if mode == "jax_scan" and not all(importlib.util.find_spec(name) for name in ("jax", "optax")):
+        return "jax and optax are not installed: .venv/bin/python -m pip install -e '.[bench]'"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--mode", choices=("project", "article", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=(*LOOPS, "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.epochs)))
         return
-    results = {}
-    for mode in ("project", "article", "floor"):
+    results, notes = {}, []
+    for mode in (*LOOPS, "floor"):
+        if why := missing_packages(mode):
+            notes.append(f"{mode}: skipped ({why})")
+            continue
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--epochs",
                               str(args.epochs)], capture_output=True, text=True, check=True)
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -168,11 +347,12 @@ def main() -> None:
     print(f"matmul throughput: {floor['gflops']:.0f} GFLOP/s; model: "
           f"{floor['gflop_per_epoch']:.1f} GFLOP per epoch (forward + backward)")
     print(f"{'loop':<10}{'s/epoch':>9}{'x floor':>9}{'first epoch s':>15}{'peak MB':>9}")
-    for mode in ("project", "article", "floor"):
-        r = results[mode]
+    for mode, r in results.items():
         first = f"{r['first']:15.2f}" if "first" in r else f"{'':15}"
         peak = f"{r['peak_mb']:9.0f}" if "peak_mb" in r else f"{'':9}"
         print(f"{mode:<10}{r['seconds']:9.2f}{r['seconds'] / floor['seconds']:9.2f}{first}{peak}")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":
