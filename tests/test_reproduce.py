@@ -2,7 +2,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from vaepipe.errors import PipelineError
-from vaepipe.reproduce import merged, reproduce
+from conftest import PROJECT_ROOT
+from vaepipe.params import read_yaml
+from vaepipe.reproduce import merged, reproduce, write_params
 
 PARAMS = """\
 z_dim: 10          # size of the latent space
@@ -37,3 +39,15 @@ def test_an_unknown_recipe_lists_the_known_ones(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=r"reproductions/iwae.yaml: no such recipe \(there "
                                             r"are: iwae_vae\)"):
         reproduce("iwae")
+
+
+def test_a_recipe_that_makes_bad_params_is_named_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_bytes((PROJECT_ROOT / "params.yaml").read_bytes())
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("z_dim: 0\n")
+    with pytest.raises(PipelineError, match=rf"^{recipe}: z_dim: must be at least 1, got 0$"):
+        write_params(tmp_path, recipe)
+    assert (tmp_path / "params.yaml").read_bytes() == (PROJECT_ROOT / "params.yaml").read_bytes()
+    recipe.write_text("z_dim: 3\n")
+    write_params(tmp_path, recipe)
+    assert read_yaml(tmp_path / "params.yaml")["z_dim"] == 3

@@ -10,6 +10,7 @@ again. When it is done, its metrics, params, dvc.lock and two figures are copied
 """
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -71,12 +72,22 @@ def prepare_workspace(name: str, commit: str) -> Path:
     return workspace
 
 
-def write_params(workspace: Path, overrides: dict) -> None:
+def write_params(workspace: Path, recipe: Path) -> None:
+    """The workspace's params.yaml with the recipe laid over it, checked before it is written."""
     yaml = YAML()  # round trip: the comments of params.yaml stay
     params = yaml.load((workspace / "params.yaml").read_text())
-    with open(workspace / "params.yaml", "w") as out:
-        yaml.dump(merged(params, overrides), out)
-    parse_params(read_yaml(workspace / "params.yaml"))
+    try:
+        merged(params, read_yaml(recipe) or {})
+        parse_params(YAML(typ="safe").load(_dumped(yaml, params)))
+    except PipelineError as error:
+        raise PipelineError(f"{recipe}: {str(error).removeprefix('params.yaml: ')}") from None
+    (workspace / "params.yaml").write_text(_dumped(yaml, params))
+
+
+def _dumped(yaml: YAML, data) -> str:
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
 
 
 def run_dvc(workspace: Path, *args: str) -> None:
@@ -101,14 +112,13 @@ def reproduce(name: str) -> None:
     if not recipe.is_file():
         known = sorted(path.stem for path in RECIPES.glob("*.yaml"))
         raise PipelineError(f"{recipe}: no such recipe (there are: {', '.join(known)})")
-    overrides = read_yaml(recipe)
     commit = git("rev-parse", "HEAD")
     if git("status", "--porcelain", "--untracked-files=no", "src", "stages", "dvc.yaml",
            "params.yaml"):
         print("note: the run uses the committed code and params, not this workspace's changes",
               file=sys.stderr)
     workspace = prepare_workspace(name, commit)
-    write_params(workspace, overrides)
+    write_params(workspace, recipe)
     print(f"reproducing {name} at commit {commit[:10]} in {workspace}/", file=sys.stderr)
     run_dvc(workspace, "checkout", "--quiet", "--allow-missing")
     run_dvc(workspace, "repro")
