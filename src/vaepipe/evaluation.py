@@ -162,8 +162,8 @@ DATA_MEANING = {
 
 def nll_measures(model: VAE, binarization: str, iwae_samples: int) -> str:
     """What `nll` of metrics.json is, in words."""
-    return (f"{model.conditioning.nll_target}, estimated as -(IWAE bound at K = {iwae_samples}), an upper bound, in "
-            f"nats per image; "
+    return (f"{model.conditioning.nll_target}, estimated as -(IWAE bound at K = "
+            f"{iwae_samples}), an upper bound, in nats per image; "
             f"{DATA_MEANING[(model.config['likelihood'], binarization)]}")
 
 
