@@ -98,6 +98,9 @@ def test_project_params_are_the_articles():
      r"^params.yaml: learning_rate_schedule: must be one of constant, iwae; got 'cosine'$"),
     ("adam_epsilon", 0, r"^params.yaml: adam_epsilon: must be greater than 0.0, got 0$"),
     ("adam_epsilon", 2, r"^params.yaml: adam_epsilon: must be at most 1.0 \(beyond 1 it swamps "),
+    ("adam_beta_1", 1, r"^params.yaml: adam_beta_1: must be less than 1.0 \(at 1 the average never "
+                       r"leaves zero\), got 1$"),
+    ("adam_beta_2", -0.5, r"^params.yaml: adam_beta_2: must be at least 0.0, got -0.5$"),
     ("kl_warmup_epochs", -1, r"^params.yaml: kl_warmup_epochs: must be at least 0, got -1$"),
     ("kl_warmup_epochs", 21, r"^params.yaml: kl_warmup_epochs: must be at most epochs = 20 \(the "
                              r"KL weight would never reach 1\), got 21$"),
@@ -113,6 +116,7 @@ def test_project_params_are_the_articles_member_of_the_family():
         "gaussian", "none", "classifier")
     assert (params.adam_epsilon, params.learning_rate_schedule, params.kl_warmup_epochs) == (
         1e-7, "constant", 0)
+    assert (params.adam_beta_1, params.adam_beta_2) == (0.9, 0.999)  # Keras's defaults
     assert (params.architecture, params.conv_filters) == ("mlp", (32, 64))
 
 

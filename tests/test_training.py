@@ -157,10 +157,11 @@ def test_kl_warmup_rises_from_zero_to_one_over_its_epochs():
     assert weights == pytest.approx([0.0, 0.25, 0.5, 1.0, 1.0])
 
 
-def test_warmup_lowers_the_first_steps_kl_pull_and_adam_epsilon_is_passed():
-    params = tiny_params(kl_warmup_epochs=1, adam_epsilon=1e-4)
+def test_warmup_lowers_the_first_steps_kl_pull_and_adams_constants_are_passed():
+    params = tiny_params(kl_warmup_epochs=1, adam_epsilon=1e-4, adam_beta_1=0.99, adam_beta_2=0.995)
     trainer = make_trainer(params)
-    assert trainer.optimizer.epsilon == 1e-4
+    optimizer = trainer.optimizer
+    assert (optimizer.epsilon, optimizer.beta_1, optimizer.beta_2) == (1e-4, 0.99, 0.995)
     images, labels = tiny_images()
     with_warmup = train_epochs(params, images, labels, 1)
     without = train_epochs(tiny_params(adam_epsilon=1e-4), images, labels, 1)

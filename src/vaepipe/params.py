@@ -178,6 +178,10 @@ class Params(Group):
                                  gt=0, le=1)
     adam_epsilon: float = limit("Adam's epsilon (Keras: 1e-7; the IWAE paper: 1e-4)",
                                 high="beyond 1 it swamps every gradient", gt=0, le=1)
+    adam_beta_1: float = limit("decay of Adam's gradient average (Keras: 0.9; the IWAE paper: "
+                               "0.99)", high="at 1 the average never leaves zero", ge=0, lt=1)
+    adam_beta_2: float = limit("decay of Adam's squared-gradient average (Keras: 0.999)",
+                               high="at 1 the average never leaves zero", ge=0, lt=1)
     learning_rate_schedule: LearningRateSchedule = Field(
         description="constant: learning_rate throughout; iwae: stage i = 0..7 lasts 3^i epochs "
                     "at learning_rate x 10^(-i/7), 3280 epochs in all")
@@ -316,6 +320,7 @@ def _problem(error: dict) -> str:
         "greater_than_equal": lambda: (f"must be at least {ctx['ge']}"
                                        f"{_reason(loc, 'why_low')}, {got}"),
         "less_than_equal": lambda: f"must be at most {ctx['le']}{_reason(loc, 'why_high')}, {got}",
+        "less_than": lambda: f"must be less than {ctx['lt']}{_reason(loc, 'why_high')}, {got}",
         "too_short": lambda: f"must be a non-empty list such as [128], {got}",
         "too_long": lambda: (f"must have at most {ctx['max_length']} items"
                              f"{_reason(loc, 'why_high')}, {got}"),

@@ -123,6 +123,7 @@ def build_trainer(params: Params, strategy: tf.distribute.Strategy,
     with strategy.scope():
         model = VAE(**params.network_config())
         optimizer = keras.optimizers.Adam(learning_rate(params, steps_per_epoch),
+                                          beta_1=params.adam_beta_1, beta_2=params.adam_beta_2,
                                           epsilon=params.adam_epsilon)
         optimizer.build(model.trainable_variables)
         return Trainer(model, optimizer, params, strategy, steps_per_epoch)
