@@ -5,7 +5,7 @@ from vaepipe.errors import PipelineError
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
-from vaepipe.training import (Trainer, build_trainer, chunked_dataset, epoch_chunks,
+from vaepipe.training import (Trainer, build_trainer, epoch_chunks, index_chunks,
                                learning_rate, train)
 
 from conftest import PROJECT_PARAMS
@@ -86,31 +86,35 @@ def test_optimizer_takes_one_step_per_batch():
 
 
 def test_chunks_are_batch_first_and_cover_an_epoch_once():
-    images, labels = tiny_images(n=40)
-    images[:, 0, 0] = np.arange(40)  # tag each image
-    chunks = list(chunked_dataset(images, labels, 10, 3, seed=0).take(2))
-    assert [tuple(c[0].shape) for c in chunks] == [(10, 3, 784), (10, 1, 784)]
-    tags = np.concatenate([np.ravel(tf.transpose(c[0][:, :, 0])) for c in chunks]) * 255
-    assert sorted(np.rint(tags).astype(int)) == list(range(40))
+    chunks = list(index_chunks(40, 10, 3, seed=0).take(2))
+    assert [tuple(c.shape) for c in chunks] == [(10, 3), (10, 1)]
+    indices = np.concatenate([np.ravel(tf.transpose(c)) for c in chunks])
+    assert sorted(indices) == list(range(40))
 
 
 def test_each_epoch_is_reshuffled_and_a_resumed_run_skips_to_the_same_chunks():
-    images, labels = tiny_images(n=40)
-    images[:, 0, 0] = np.arange(40)  # tag each image
     set_up_tensorflow(0)
-    first = [c[0].numpy() for c in chunked_dataset(images, labels, 10, 3, seed=0).take(6)]
+    first = [c.numpy() for c in index_chunks(40, 10, 3, seed=0).take(6)]
     set_up_tensorflow(0)
-    resumed = [c[0].numpy() for c in chunked_dataset(images, labels, 10, 3, seed=0,
-                                                     skip_chunks=3).take(3)]
+    resumed = [c.numpy() for c in index_chunks(40, 10, 3, seed=0, skip_chunks=3).take(3)]
     assert not np.array_equal(first[0], first[2])  # epoch 2 starts in another order
     for whole, skipped in zip(first[3:], resumed):
         np.testing.assert_array_equal(whole, skipped)
 
 
+def test_the_split_is_resident_as_float_rows_beside_its_labels():
+    images, labels = tiny_images(n=40)
+    params = tiny_params()
+    chunks = epoch_chunks(images, labels, params, make_trainer(params).strategy)
+    split_images, split_labels, indices = next(chunks)
+    np.testing.assert_array_equal(split_images.numpy(), images.reshape(40, 784) / np.float32(255))
+    np.testing.assert_array_equal(split_labels.numpy(), labels)
+    assert indices.shape == (10, 3)
+
+
 def test_batch_larger_than_the_data_is_a_param_error():
-    images, labels = tiny_images(n=5)
     with pytest.raises(PipelineError, match=r"params.yaml: batch_size: 10 is more than the 5"):
-        chunked_dataset(images, labels, 10, 3, seed=0)
+        index_chunks(5, 10, 3, seed=0)
 
 
 def write_prepared(folder, images, labels):

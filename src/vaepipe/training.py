@@ -40,34 +40,26 @@ class Diverged(PipelineError):
                          f"{params.learning_rate:g})")
 
 
-def chunked_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
-                    steps_per_execution: int, seed: int, skip_chunks: int = 0) -> tf.data.Dataset:
-    """Every epoch's shuffled batches, grouped `steps_per_execution` at a time, reshuffled each
-    epoch, endlessly; the first `skip_chunks` chunks are left out (a resumed run's).
+def index_chunks(n_images: int, batch_size: int, steps_per_execution: int, seed: int,
+                 skip_chunks: int = 0) -> tf.data.Dataset:
+    """Every epoch's shuffled batches of training-image indices, grouped `steps_per_execution`
+    at a time, reshuffled each epoch, endlessly; the first `skip_chunks` chunks are left out (a
+    resumed run's).
 
-    Elements are (batch, steps, 784), batch first, so that a MirroredStrategy splits each
-    batch across replicas rather than handing each replica different steps. The order is a
-    function of the seed alone: skipping a chunk costs its shuffle, not its gather.
+    Elements are (batch, steps), batch first, so that a MirroredStrategy splits each batch
+    across replicas rather than handing each replica different steps. The order is a function
+    of the seed alone.
     """
-    if len(images) < batch_size:
+    if n_images < batch_size:
         raise PipelineError(f"params.yaml: batch_size: {batch_size} is more than the "
-                            f"{len(images)} training images")
-    # Shuffle and batch indices, then gather a whole chunk at once: far cheaper than
-    # shuffling 784-byte rows one by one.
-    flat = tf.constant(images.reshape(len(images), -1))
-    labels = tf.constant(labels.astype(np.int32))
-
-    def gather(indices):  # (steps, batch) -> (batch, steps, 784) floats and (batch, steps) labels
-        indices = tf.transpose(indices)
-        return tf.cast(tf.gather(flat, indices), tf.float32) / 255.0, tf.gather(labels, indices)
-
-    return (tf.data.Dataset.range(len(images))
-            .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+                            f"{n_images} training images")
+    return (tf.data.Dataset.range(n_images)
+            .shuffle(n_images, seed=seed, reshuffle_each_iteration=True)
             .batch(batch_size, drop_remainder=True)  # the article's loop drops the rest too
             .batch(steps_per_execution)
             .repeat()
             .skip(skip_chunks)
-            .map(gather)
+            .map(tf.transpose)
             .prefetch(1))
 
 
@@ -75,24 +67,49 @@ def chunks_per_epoch(steps_per_epoch: int, params: Params) -> int:
     return -(-steps_per_epoch // params.train.steps_per_execution)
 
 
-def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
-                 strategy: tf.distribute.Strategy, skip_chunks: int = 0) -> Iterator:
-    """One endless iterator over every epoch's chunks, from chunk `skip_chunks` on.
+@dataclass
+class Chunks:
+    """The training split, resident on the training devices, and an endless iterator over
+    every epoch's chunks of batch indices. Each compiled call gathers its batches itself: an
+    input pipeline that gathers images beside the training steps competes with them for the
+    same cores."""
 
-    A fresh iterator per epoch sometimes blocks for half a second when the old one is deleted.
+    images: tf.Variable  # (n, 784) float32
+    labels: tf.Variable  # (n,) int32
+    indices: Iterator  # (batch, steps) per chunk
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple:
+        """The arguments of one compiled call: the split and the chunk's indices."""
+        return self.images, self.labels, next(self.indices)
+
+
+def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
+                 strategy: tf.distribute.Strategy, skip_chunks: int = 0) -> Chunks:
+    """The split made resident and every epoch's chunks, from chunk `skip_chunks` on.
+
+    One iterator serves every epoch: a fresh one per epoch sometimes blocks for half a second
+    when the old one is deleted.
     """
     def dataset(*_):
-        return chunked_dataset(images, labels, params.batch_size,
-                               params.train.steps_per_execution, params.seed, skip_chunks)
+        return index_chunks(len(images), params.batch_size, params.train.steps_per_execution,
+                            params.seed, skip_chunks)
 
+    with strategy.scope():  # one copy per replica
+        resident = (tf.Variable(to_float_images(images), trainable=False),
+                    tf.Variable(labels.astype(np.int32), trainable=False))
     if is_multi_worker(strategy):
-        return iter(strategy.distribute_datasets_from_function(
-            partial(_this_workers_part, dataset, params.batch_size)))
-    if strategy.num_replicas_in_sync > 1:
+        indices = strategy.distribute_datasets_from_function(
+            partial(_this_workers_part, dataset, params.batch_size))
+    elif strategy.num_replicas_in_sync > 1:
         # Each replica takes its slice of every batch. One device needs no split, and
         # distributing costs 0.4 s/epoch there.
-        return iter(strategy.experimental_distribute_dataset(dataset()))
-    return iter(dataset())
+        indices = strategy.experimental_distribute_dataset(dataset())
+    else:
+        indices = dataset()
+    return Chunks(*resident, iter(indices))
 
 
 def _this_workers_part(dataset, batch_size: int, context: tf.distribute.InputContext):
@@ -100,7 +117,7 @@ def _this_workers_part(dataset, batch_size: int, context: tf.distribute.InputCon
     global batch stays `batch_size`, split as one device would see it."""
     part = batch_size // context.num_replicas_in_sync
     start = context.input_pipeline_id * part
-    return dataset().map(lambda x, y: (x[start:start + part], y[start:start + part]))
+    return dataset().map(lambda indices: indices[start:start + part])
 
 
 def learning_rate(params: Params, steps_per_epoch: int):
@@ -203,29 +220,31 @@ class Trainer:
         first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
         return tf.where(first, step, first_bad_step), tf.where(first, not_finite, bad_terms)
 
-    def _steps_on_one_replica(self, images, labels):
-        """One Adam step per batch of the chunk; images (batch, steps, 784).
+    def _steps_on_one_replica(self, images, labels, indices):
+        """One Adam step per batch of the chunk: the split's images (n, 784) and labels at
+        `indices` (batch, steps).
 
         Returns the first step whose loss terms were not all finite (-1 if none) and which
         terms those were, so that a diverging run stops at the chunk where it went wrong.
         """
-        def steps(images, labels):
+        def steps(images, labels, indices):
             first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
-            for step in tf.range(tf.shape(images)[1]):
-                not_finite = self._step(images[:, step], labels[:, step])
+            for step in tf.range(tf.shape(indices)[1]):
+                not_finite = self._step(*_gathered(images, labels, indices[:, step]))
                 first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
                                                             bad_terms)
             return first_bad_step, bad_terms
-        return self.strategy.run(steps, (images, labels))
+        return self.strategy.run(steps, (images, labels, indices))
 
-    def _steps_on_replicas(self, images, labels):
+    def _steps_on_replicas(self, images, labels, indices):
         """The same, each step run on every replica with its slice of the batch."""
-        local = self.strategy.experimental_local_results(images)[0]
+        local = self.strategy.experimental_local_results(indices)[0]
         first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
         for step in tf.range(tf.shape(local)[1]):
             per_replica = self.strategy.run(
-                lambda x, y, step: tf.cast(self._step(x[:, step], y[:, step]), tf.int32),
-                (images, labels, step))
+                lambda x, y, batches, step: tf.cast(
+                    self._step(*_gathered(x, y, batches[:, step])), tf.int32),
+                (images, labels, indices, step))
             not_finite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
                                               axis=None) > 0
             first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
@@ -237,7 +256,7 @@ class Trainer:
                                                              self._noise_seed(counter)))
         return self.model.conditioning.per_image_measures(reconstruction + kl, logits, labels)
 
-    def train_epoch(self, chunks: Iterator, steps: int, epoch: int, start_chunk: int = 0,
+    def train_epoch(self, chunks: Chunks, steps: int, epoch: int, start_chunk: int = 0,
                     after_chunk=None, progress: tqdm | None = None) -> None:
         """Run one epoch of `steps` train steps, one compiled call per chunk, from chunk
         `start_chunk` on; stop at the first chunk in which a loss term went non-finite.
@@ -276,6 +295,10 @@ class Trainer:
                 out.append(values.numpy())
         return conditioning.split_measures([np.concatenate(column) for column in columns],
                                            self.params.digit_classification_weight)
+
+
+def _gathered(images, labels, batch):
+    return tf.gather(images, batch), tf.gather(labels, batch)
 
 
 def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
