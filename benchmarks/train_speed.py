@@ -8,6 +8,7 @@ Runs on data/prepared when it exists (else random images of the same shape), wit
 hyperparameters of params.yaml. Each measurement runs in its own process (the article's loop
 needs TensorFlow's graph mode, which is global) and reports its peak resident memory:
 - project: `Trainer` as the train stage uses it (XLA, `steps_per_execution` steps per call);
+- measure: the train stage's per-epoch measurement (the losses over both splits);
 - article: the article's loop ported literally to tf.compat.v1: placeholders, one
   `sess.run(train_op, feed_dict)` per batch;
 - keras_fit: the same model and loss as an idiomatic Keras 3 `model.fit` (XLA,
@@ -36,15 +37,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def training_images(params) -> tuple[np.ndarray, np.ndarray]:
+def training_images(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     prepared = ROOT / "data" / "prepared"
-    if (prepared / "train.npz").exists():
+    if (prepared / f"{split}.npz").exists():
         from vaepipe.data import load_split
-        split = load_split(prepared, "train")
-        return split.images, split.labels
+        loaded = load_split(prepared, split)
+        return loaded.images, loaded.labels
     rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (50000, 28, 28), dtype=np.uint8),
-            rng.integers(0, 10, 50000).astype(np.uint8))
+    n = 50000 if split == "train" else 10000
+    return (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+            rng.integers(0, 10, n).astype(np.uint8))
 
 
 def peak_memory_mb() -> float:
@@ -54,7 +56,7 @@ def peak_memory_mb() -> float:
 def time_project(params, epochs: int) -> list[float]:
     from vaepipe.devices import select_strategy, set_up_tensorflow
     from vaepipe.training import build_trainer, epoch_chunks
-    images, labels = training_images(params)
+    images, labels = training_images()
     set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train, [], params.batch_size)
     steps = len(images) // params.batch_size
@@ -66,6 +68,29 @@ def time_project(params, epochs: int) -> list[float]:
         trainer.train_epoch(chunks, steps, epoch)
         times.append(time.perf_counter() - started)
     return times
+
+
+def time_measure(params, epochs: int) -> list[float]:
+    """The train stage's per-epoch measurement: the article's losses over the whole training
+    and validation splits, as `measure_epoch` runs it."""
+    from vaepipe.devices import select_strategy, set_up_tensorflow
+    from vaepipe.training import build_trainer, measure_epoch
+    splits = {"train": training_images(), "val": training_images("val")}
+    set_up_tensorflow(params.seed)
+    strategy = select_strategy(params.train, [], params.batch_size)
+    trainer = build_trainer(params, strategy, len(splits["train"][0]) // params.batch_size)
+    times = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        measure_epoch(trainer, splits, epoch)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def measurement_flop_share() -> float:
+    """Forward passes over both splits / an epoch's forward and backward (3 forwards) passes."""
+    train, val = (len(training_images(split)[0]) for split in ("train", "val"))
+    return (train + val) / (3 * train)
 
 
 def time_article(params, epochs: int) -> list[float]:
@@ -106,7 +131,7 @@ def time_article(params, epochs: int) -> list[float]:
             * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=digits,
                                                                             logits=logits)))
     train_op = v1.train.AdamOptimizer(params.learning_rate).minimize(loss)
-    x_all, y_all = training_images(params)
+    x_all, y_all = training_images()
     x_all = x_all.reshape(len(x_all), -1).astype(np.float32) / 255
     rng = np.random.default_rng(params.seed)
     times = []
@@ -165,7 +190,7 @@ def time_keras_fit(params, epochs: int) -> list[float]:
         def on_epoch_end(self, epoch, logs=None):  # logs are Python floats: the epoch is done
             times.append(time.perf_counter() - self.started)
 
-    images, labels = training_images(params)
+    images, labels = training_images()
     x = images.reshape(len(images), -1).astype(np.float32) / 255
     model = KerasVAE()
     model.compile(keras.optimizers.Adam(params.learning_rate, epsilon=params.adam_epsilon),
@@ -237,7 +262,7 @@ def time_jax_scan(params, epochs: int) -> list[float]:
                 + params.digit_classification_weight * jnp.mean(cross_entropy))
 
     optimizer = optax.adam(params.learning_rate, eps=params.adam_epsilon)
-    images, labels = training_images(params)
+    images, labels = training_images()
     steps = len(images) // batch
     # The split stays on the device as uint8; each batch is gathered and scaled in the scan.
     x_all = jax.device_put(images.reshape(len(images), -1))
@@ -299,7 +324,7 @@ def measure(mode: str, epochs: int) -> dict:
     params = load_params(ROOT / "params.yaml")
     if mode == "floor":
         gflops = matmul_gflops()
-        flops = flops_per_epoch(params, len(training_images(params)[0]))
+        flops = flops_per_epoch(params, len(training_images()[0]))
         return {"seconds": flops / (gflops * 1e9), "gflops": gflops, "gflop_per_epoch": flops / 1e9}
     times = LOOPS[mode](params, epochs)
     # The first epoch includes tracing and compilation: leave it out of the median.
@@ -307,7 +332,7 @@ def measure(mode: str, epochs: int) -> dict:
             "peak_mb": peak_memory_mb()}
 
 
-LOOPS = {"project": time_project, "article": time_article, "keras_fit": time_keras_fit,
+LOOPS = {"project": time_project, "measure": time_measure, "article": time_article, "keras_fit": time_keras_fit,
          "jax_scan": time_jax_scan}
 
 
@@ -351,6 +376,10 @@ def main() -> None:
         first = f"{r['first']:15.2f}" if "first" in r else f"{'':15}"
         peak = f"{r['peak_mb']:9.0f}" if "peak_mb" in r else f"{'':9}"
         print(f"{mode:<10}{r['seconds']:9.2f}{r['seconds'] / floor['seconds']:9.2f}{first}{peak}")
+    share = results["measure"]["seconds"] / results["project"]["seconds"]
+    print(f"measure: the per-epoch losses over the training and validation splits, "
+          f"{share:.0%} of a project epoch; its forward passes alone are "
+          f"{measurement_flop_share():.0%} of an epoch's FLOPs")
     for note in notes:
         print(note)
 
