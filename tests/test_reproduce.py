@@ -51,3 +51,16 @@ def test_a_recipe_that_makes_bad_params_is_named_and_writes_nothing(tmp_path):
     recipe.write_text("z_dim: 3\n")
     write_params(tmp_path, recipe)
     assert read_yaml(tmp_path / "params.yaml")["z_dim"] == 3
+
+
+@pytest.mark.parametrize("recipe", sorted((PROJECT_ROOT / "reproductions").glob("*.yaml")),
+                         ids=lambda path: path.stem)
+def test_every_committed_recipe_writes_valid_params_holding_its_values(tmp_path, recipe):
+    (tmp_path / "params.yaml").write_bytes((PROJECT_ROOT / "params.yaml").read_bytes())
+    write_params(tmp_path, recipe)
+    written = read_yaml(tmp_path / "params.yaml")
+    for key, value in read_yaml(recipe).items():
+        if isinstance(value, dict):
+            assert {name: written[key][name] for name in value} == value
+        else:
+            assert written[key] == value
