@@ -17,7 +17,7 @@ needs TensorFlow's graph mode, which is global) and reports its peak resident me
   training split resident on the device (skipped, with a note, without the `bench` extra);
 - floor: the model's float32 FLOPs per epoch / this machine's measured matmul throughput.
 The references train the article's model (gaussian likelihood, classifier, MLP) with Adam at
-`learning_rate` and `adam_epsilon`.
+`learning_rate`, `adam_beta_1`, `adam_beta_2` and `adam_epsilon`.
 """
 
 import argparse
@@ -193,7 +193,8 @@ def time_keras_fit(params, epochs: int) -> list[float]:
     images, labels = training_images()
     x = images.reshape(len(images), -1).astype(np.float32) / 255
     model = KerasVAE()
-    model.compile(keras.optimizers.Adam(params.learning_rate, epsilon=params.adam_epsilon),
+    model.compile(keras.optimizers.Adam(params.learning_rate, beta_1=params.adam_beta_1,
+                                        beta_2=params.adam_beta_2, epsilon=params.adam_epsilon),
                   jit_compile=True, steps_per_execution=params.train.steps_per_execution)
     times = []
     model.fit(x, labels.astype(np.int32), batch_size=params.batch_size, epochs=epochs,
@@ -261,7 +262,8 @@ def time_jax_scan(params, epochs: int) -> list[float]:
         return (jnp.mean(gaussian_nll(x, decoded, params.decoder_std) + kl)
                 + params.digit_classification_weight * jnp.mean(cross_entropy))
 
-    optimizer = optax.adam(params.learning_rate, eps=params.adam_epsilon)
+    optimizer = optax.adam(params.learning_rate, b1=params.adam_beta_1, b2=params.adam_beta_2,
+                           eps=params.adam_epsilon)
     images, labels = training_images()
     steps = len(images) // batch
     # The split stays on the device as uint8; each batch is gathered and scaled in the scan.
@@ -332,8 +334,8 @@ def measure(mode: str, epochs: int) -> dict:
             "peak_mb": peak_memory_mb()}
 
 
-LOOPS = {"project": time_project, "measure": time_measure, "article": time_article, "keras_fit": time_keras_fit,
-         "jax_scan": time_jax_scan}
+LOOPS = {"project": time_project, "measure": time_measure, "article": time_article,
+         "keras_fit": time_keras_fit, "jax_scan": time_jax_scan}
 
 
 def major_version(package: str) -> int:
