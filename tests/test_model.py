@@ -103,6 +103,17 @@ def damage(folder, case):
         config.write_text(config.read_text().replace('"z_dim": 4', '"z_dim": 5'))
     elif case == "config with an unknown key":
         config.write_text(config.read_text().replace('"z_dim"', '"z_dimm"'))
+    elif case in CONFIG_EDITS:
+        config.write_text(json.dumps(CONFIG_EDITS[case](json.loads(config.read_text()))))
+
+
+CONFIG_EDITS = {  # a hand-edited config.json, each past what params.yaml accepts
+    "config past a bound": lambda config: {**config, "z_dim": 300},
+    "config of a wider layer than params.yaml allows":
+        lambda config: {**config, "encoder_layers": [4097]},
+    "config with an unknown activation": lambda config: {**config, "activation": "relux"},
+    "config that is no mapping": lambda config: [8, 8],
+}
 
 
 @pytest.mark.parametrize("case, message", [
@@ -113,7 +124,15 @@ def damage(folder, case):
     ("malformed config", r"config.json: not valid JSON \("),
     ("config with another z_dim", r"model.weights.h5: cannot load the weights of the model that "
                                   r"config.json describes"),
-    ("config with an unknown key", r"config.json: not a vaepipe model config \("),
+    ("config with an unknown key", r"config.json: z_dim: missing"),
+    ("config past a bound", r"config.json: z_dim: must be at most 256 \(the latent-traversal "
+                            r"figure draws one row per dimension\), got 300"),
+    ("config of a wider layer than params.yaml allows",
+     r"config.json: encoder_layers\[0\]: must be at most 4096 \(wider or deeper MLPs take hours "
+     r"per epoch on a CPU\), got 4097"),
+    ("config with an unknown activation", r"config.json: activation: must be one of sigmoid, "
+                                          r"relu, .*; got 'relux'"),
+    ("config that is no mapping", r"config.json: must be a mapping of keys, got \[8, 8\]"),
 ])
 def test_a_damaged_model_is_one_line_naming_the_file(tmp_path, case, message):
     save_model(small_vae(z_dim=4), tmp_path / "vae")

@@ -18,6 +18,7 @@ from vaepipe.conditioning import make_conditioning
 from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
 from vaepipe.errors import PipelineError
 from vaepipe.likelihoods import make_likelihood
+from vaepipe.params import NetworkConfig, validated
 from vaepipe.tf_runtime import keras, tf
 
 IMAGE_PIXELS = math.prod(IMAGE_SHAPE)
@@ -195,14 +196,7 @@ def load_model(directory: str | Path) -> VAE:
     if not config_path.is_file():
         raise PipelineError(f"{directory}: no trained model here (run `dvc repro train`)")
     rerun = "rerun `dvc repro train` or `dvc checkout models/vae`"
-    try:
-        config = json.loads(config_path.read_bytes())
-        model = VAE(**config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PipelineError(f"{config_path}: not valid JSON ({error}); {rerun}") from None
-    except (TypeError, ValueError, KeyError) as error:  # KeyError: an unknown architecture
-        raise PipelineError(f"{config_path}: not a vaepipe model config ({_first_line(error)}); "
-                            f"{rerun}") from None
+    model = VAE(**_read_config(config_path, rerun))
     if not weights_path.is_file():
         raise PipelineError(f"{weights_path}: missing; {rerun}")
     try:
@@ -211,6 +205,20 @@ def load_model(directory: str | Path) -> VAE:
         raise PipelineError(f"{weights_path}: cannot load the weights of the model that "
                             f"{CONFIG_FILE} describes ({_first_line(error)}); {rerun}") from None
     return model
+
+
+def _read_config(path: Path, rerun: str) -> dict:
+    """A saved config.json, held to the bounds of params.yaml before any layer is built."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{path}: not valid JSON ({error}); {rerun}") from None
+    if isinstance(raw, dict):  # the keys left out are at the article's values
+        raw = {**ARTICLE_FAMILY, **raw}
+    try:
+        return validated(NetworkConfig, raw, str(path)).model_dump()
+    except PipelineError as error:
+        raise PipelineError(f"{error}; {rerun}") from None
 
 
 def _first_line(error: Exception) -> str:

@@ -4,13 +4,18 @@ The file is parsed as DVC parses it (ruamel.yaml, YAML 1.2: `2e-3` is a number) 
 against the pydantic models below: every key is required, an unknown key, a wrong type, an
 infinite number or a value past its bound stops the stage with one line naming the key. Each
 bound says why it is there. `Params.model_json_schema()` is the same schema for editors.
+
+The pipeline's other files are read and checked the same way (`read_yaml`, `validated`): a
+saved model's config.json against `NetworkConfig`, the network's fields of Params, and the
+rules of regression.yaml.
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, create_model, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -25,6 +30,7 @@ Binarization = Literal["none", "dynamic"]
 Conditioning = Literal["classifier", "none"]
 Architecture = Literal["mlp", "conv"]
 LearningRateSchedule = Literal["constant", "iwae"]
+Checked = TypeVar("Checked", bound=BaseModel)
 
 MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation split
 MAX_SEED = 2**32 - 1
@@ -53,6 +59,14 @@ def _empty_for_null(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _one_per_convolution(filters: tuple[int, ...]) -> tuple[int, ...]:
+    if len(filters) != 2:
+        raise PydanticCustomError("problem", "{problem}", {"problem": (
+            f"must be 2 filter counts such as [32, 64] (one per convolution), got "
+            f"{list(filters)}")})
+    return filters
+
+
 Layers = Annotated[
     tuple[Annotated[int, Field(ge=1, le=4096)], ...],
     limit("hidden layer sizes, e.g. [128]",
@@ -63,6 +77,7 @@ ConvFilters = Annotated[
     tuple[Annotated[int, Field(ge=1, le=256)], ...],
     limit("filters of the encoder's two convolutions (the decoder's in reverse), e.g. [32, 64]",
           high="wider convolutions take hours per epoch on a CPU", strict=False),
+    AfterValidator(_one_per_convolution),
 ]
 Seed = Annotated[int, limit("a random seed",
                             high="numpy's and TensorFlow's global seeds are 32-bit",
@@ -205,14 +220,6 @@ class Params(Group):
     evaluate: EvaluateParams
     render: RenderParams
 
-    @field_validator("conv_filters")
-    @classmethod
-    def _one_per_convolution(cls, filters: tuple[int, ...]) -> tuple[int, ...]:
-        if len(filters) != 2:
-            raise ParamError("conv_filters", f"must be 2 filter counts such as [32, 64] (one per "
-                                             f"convolution), got {list(filters)}")
-        return filters
-
     @model_validator(mode="after")
     def _batch_fits_the_training_split(self) -> "Params":
         training_images = MNIST_TRAIN_IMAGES - self.data.validation_size
@@ -253,10 +260,16 @@ class Params(Group):
 
     def network_config(self) -> dict:
         """The hyperparameters that define the network, as saved beside its weights."""
-        keys = ("encoder_layers", "decoder_layers", "digit_classification_layers",
-                "activation", "decoder_std", "z_dim", "likelihood", "conditioning",
-                "architecture", "conv_filters")
-        return {key: getattr(self, key) for key in keys}
+        return {key: getattr(self, key) for key in NetworkConfig.model_fields}
+
+
+# The hyperparameters that define the network, as a model's config.json saves them: the same
+# fields as in Params, so that a saved config is held to the bounds of params.yaml.
+NetworkConfig = create_model("NetworkConfig", __base__=Group, **{
+    key: (Params.model_fields[key].annotation, Params.model_fields[key])
+    for key in ("encoder_layers", "decoder_layers", "digit_classification_layers", "activation",
+                "decoder_std", "z_dim", "likelihood", "conditioning", "architecture",
+                "conv_filters")})
 
 
 class ParamError(PipelineError):
@@ -268,12 +281,13 @@ def _dotted(loc: tuple) -> str:
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
-    return key or "(top level)"
+    return key
 
 
-def _field(loc: tuple):
-    """The pydantic FieldInfo that `loc` names (list indices name their list), or None."""
-    model, info = Params, None
+def _field(loc: tuple, root: type[BaseModel]):
+    """The pydantic FieldInfo that `loc` names in `root` (list indices name their list), or
+    None."""
+    model, info = root, None
     for part in loc:
         if isinstance(part, int):
             continue
@@ -286,15 +300,15 @@ def _field(loc: tuple):
     return info
 
 
-def _reason(loc: tuple, which: str) -> str:
+def _reason(loc: tuple, which: str, root: type[BaseModel]) -> str:
     """Why the bound `which` ("why_low" or "why_high") of the key at `loc` is there."""
-    info = _field(loc)
+    info = _field(loc, root)
     why = ((info.json_schema_extra if info else None) or {}).get(which)
     return f" ({why})" if why else ""
 
 
-def _expected_keys(loc: tuple) -> str:
-    parent = _field(loc[:-1]).annotation if loc[:-1] else Params
+def _expected_keys(loc: tuple, root: type[BaseModel]) -> str:
+    parent = _field(loc[:-1], root).annotation if loc[:-1] else root
     return ", ".join(parent.model_fields)
 
 
@@ -303,13 +317,13 @@ def _choices(ctx: dict) -> str:
     return str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
 
 
-def _problem(error: dict) -> str:
-    """One pydantic error as the words a user reads."""
+def _problem(error: dict, root: type[BaseModel]) -> str:
+    """One pydantic error of checking against `root`, as the words a user reads."""
     kind, loc, ctx = error["type"], error["loc"], error.get("ctx", {})
     got = f"got {error.get('input')!r}"
     messages = {  # built on demand: some look the key's field up
         "missing": lambda: "missing",
-        "extra_forbidden": lambda: f"unknown key (expected one of: {_expected_keys(loc)})",
+        "extra_forbidden": lambda: f"unknown key (expected one of: {_expected_keys(loc, root)})",
         "int_type": lambda: f"must be an integer, {got}",
         "float_type": lambda: f"must be a number, {got}",
         "bool_type": lambda: f"must be true or false, {got}",
@@ -318,28 +332,40 @@ def _problem(error: dict) -> str:
         "literal_error": lambda: f"must be one of {_choices(ctx)}; {got}",
         "greater_than": lambda: f"must be greater than {ctx['gt']}, {got}",
         "greater_than_equal": lambda: (f"must be at least {ctx['ge']}"
-                                       f"{_reason(loc, 'why_low')}, {got}"),
-        "less_than_equal": lambda: f"must be at most {ctx['le']}{_reason(loc, 'why_high')}, {got}",
-        "less_than": lambda: f"must be less than {ctx['lt']}{_reason(loc, 'why_high')}, {got}",
+                                       f"{_reason(loc, 'why_low', root)}, {got}"),
+        "less_than_equal": lambda: (f"must be at most {ctx['le']}"
+                                    f"{_reason(loc, 'why_high', root)}, {got}"),
+        "less_than": lambda: (f"must be less than {ctx['lt']}"
+                              f"{_reason(loc, 'why_high', root)}, {got}"),
         "too_short": lambda: f"must be a non-empty list such as [128], {got}",
         "too_long": lambda: (f"must have at most {ctx['max_length']} items"
-                             f"{_reason(loc, 'why_high')}, {got}"),
+                             f"{_reason(loc, 'why_high', root)}, {got}"),
         "tuple_type": lambda: f"must be a list, {got}",
         "model_type": lambda: f"must be a mapping of keys, {got}",
-        "string_pattern_mismatch": lambda: f"must be {_field(loc).description}, {got}",
+        "dict_type": lambda: f"must be a mapping of keys, {got}",
+        "string_pattern_mismatch": lambda: f"must be {_field(loc, root).description}, {got}",
+        "problem": lambda: error["msg"],  # a validator's own words
     }
     return messages.get(kind, lambda: f"{error['msg']}, {got}")()
+
+
+def validated(model: type[Checked], raw: Any, where: str) -> Checked:
+    """`raw` (as loaded from YAML or JSON) checked against `model` and returned typed; the
+    first problem is a one-line PipelineError `where: key: problem`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        key = _dotted(first["loc"])
+        raise PipelineError(f"{where}: {key + ': ' if key else ''}"
+                            f"{_problem(first, model)}") from None
 
 
 def parse_params(raw: Any) -> Params:
     """Check a params mapping (as loaded from YAML) and return it typed."""
     if not isinstance(raw, dict):
         raise ParamError("(top level)", f"must be a mapping of keys, got {raw!r}")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        raise ParamError(_dotted(first["loc"]), _problem(first)) from None
+    return validated(Params, raw, "params.yaml")
 
 
 def read_yaml(path: str | Path) -> Any:
