@@ -3,6 +3,8 @@ import pytest
 from vaepipe.errors import PipelineError
 from vaepipe.regression import Rule, format_table, judge, load_rules
 
+from conftest import PROJECT_ROOT
+
 FILE = "reports/metrics.json"
 
 
@@ -56,14 +58,46 @@ def test_load_rules(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("{better: up}", r"better must be higher or lower, got 'up'"),
-    ("{better: higher, tolerance: -1}", r"tolerance must be a number >= 0, got -1"),
+    ("{better: up}", r"better: must be one of higher, lower; got 'up'"),
+    ("{better: higher, tolerance: -1}", r"tolerance: must be at least 0.0, got -1"),
+    ("[higher, 0.5]", r"must be a mapping of keys, got \['higher', 0.5\]"),
+    ("{better: higher, floor: abc}", r"floor: must be a number, got 'abc'"),
+    ("{better: higher, floor: .inf}", r"floor: must be a finite number, got inf"),
+    ("{better: higher, tolerence: 0.5}",
+     r"tolerence: unknown key \(expected one of: better, tolerance, floor, needs\)"),
+    ("{better: higher, tolerance: yes}", r"tolerance: must be a number, got 'yes'"),  # YAML 1.2
+    ("{tolerance: 0.5}", r"better: missing"),
+    ("{better: higher, needs: classifier}", r"needs: must be a mapping of keys, got 'classifier'"),
 ])
-def test_bad_rules_are_named(tmp_path, spec, message):
+def test_bad_rules_are_one_line_naming_the_metric_and_the_key(tmp_path, spec, message):
     path = tmp_path / "regression.yaml"
     path.write_text(f"{FILE}:\n  test.elbo: {spec}\n")
-    with pytest.raises(PipelineError, match=rf"regression.yaml: {FILE}: test.elbo: {message}"):
+    with pytest.raises(PipelineError, match=rf"^{path}: {FILE}: test.elbo: {message}$"):
         load_rules(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    (f"{FILE}: [test.elbo]\n",
+     rf"{FILE}: must be a mapping of metrics to rules, got \['test.elbo'\]"),
+    ("- test.elbo\n", r"\(top level\): must be a mapping of metrics files to metrics, got "
+                      r"\['test.elbo'\]"),
+    (f"{FILE}:\n  test.elbo: {{better: higher\n", r"not valid YAML at line 3: "),
+])
+def test_a_bad_layout_is_one_line(tmp_path, text, message):
+    path = tmp_path / "regression.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError, match=rf"^{path}: {message}"):
+        load_rules(path)
+
+
+def test_numbers_are_read_as_in_params_yaml(tmp_path):
+    path = tmp_path / "regression.yaml"
+    path.write_text(f"{FILE}:\n  test.kl: {{better: lower, tolerance: 5e-3, floor: 1e2}}\n")
+    assert load_rules(path) == [Rule(FILE, "test.kl", False, tolerance=0.005, floor=100.0)]
+
+
+def test_the_projects_rules_are_valid():
+    assert len(load_rules(PROJECT_ROOT / "regression.yaml")) == 6
 
 
 ACCURACY = Rule(FILE, "test.accuracy", True, tolerance=0.005, floor=0.95,
@@ -85,6 +119,3 @@ def test_needs_are_read_and_checked(tmp_path):
     path.write_text(f"{FILE}:\n  test.accuracy: {{better: higher, tolerance: 0.005, floor: 0.95,"
                     f" needs: {{conditioning: classifier}}}}\n")
     assert load_rules(path) == [ACCURACY]
-    path.write_text(f"{FILE}:\n  test.accuracy: {{better: higher, needs: classifier}}\n")
-    with pytest.raises(PipelineError, match=r"test.accuracy: needs must map params keys"):
-        load_rules(path)

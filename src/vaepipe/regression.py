@@ -8,6 +8,8 @@ The first compares the workspace's metrics with a base revision's, within tolera
 `dvc metrics diff --json REV` gives {file: {metric: {old, new, diff}}}; it always exits 0 and has
 no notion of better or worse, so this reads the directions, tolerances and absolute floors kept
 in regression.yaml and fails (exit 1) with a table of what moved, by how much and which way.
+regression.yaml is read as params.yaml is (YAML 1.2) and each rule checked by a pydantic model
+before anything runs: a bad one is one line naming the file, the metric and the key.
 """
 
 import argparse
@@ -18,11 +20,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import yaml
+from pydantic import Field
 
 from vaepipe.errors import PipelineError, run_stage
-from vaepipe.params import read_yaml
+from vaepipe.params import Group, read_yaml, validated
 
 
 @dataclass(frozen=True)
@@ -51,27 +54,30 @@ class Verdict:
         return (self.old - self.new) if self.rule.higher_is_better else (self.new - self.old)
 
 
+class RuleSpec(Group):
+    """One metric's entry in regression.yaml."""
+
+    better: Literal["higher", "lower"] = Field(description="which way is an improvement")
+    tolerance: float = Field(0.0, ge=0, description="how far it may move the other way")
+    floor: float | None = Field(None, description="an absolute bound it must not cross")
+    needs: dict[str, Any] = Field({}, description="the params a metric exists for, such as "
+                                                  "{conditioning: classifier}")
+
+
+def _mapping(value: Any, where: str, of: str) -> dict:
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: must be a mapping of {of}, got {value!r}")
+    return value
+
+
 def load_rules(path: str | Path) -> list[Rule]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise PipelineError(f"cannot read {path}: {error}") from None
     rules = []
-    for file, metrics in (raw or {}).items():
-        for metric, spec in metrics.items():
-            where = f"{path}: {file}: {metric}"
-            better = spec.get("better")
-            if better not in ("higher", "lower"):
-                raise PipelineError(f"{where}: better must be higher or lower, got {better!r}")
-            tolerance = spec.get("tolerance", 0.0)
-            if not isinstance(tolerance, int | float) or tolerance < 0:
-                raise PipelineError(f"{where}: tolerance must be a number >= 0, got {tolerance!r}")
-            needs = spec.get("needs", {})
-            if not isinstance(needs, dict):
-                raise PipelineError(f"{where}: needs must map params keys to values, such as "
-                                    f"{{conditioning: classifier}}, got {needs!r}")
-            rules.append(Rule(file, metric, better == "higher", float(tolerance),
-                              spec.get("floor"), tuple(needs.items())))
+    files = _mapping(read_yaml(path) or {}, f"{path}: (top level)", "metrics files to metrics")
+    for file, metrics in files.items():
+        for metric, spec in _mapping(metrics, f"{path}: {file}", "metrics to rules").items():
+            rule = validated(RuleSpec, spec, f"{path}: {file}: {metric}")
+            rules.append(Rule(file, metric, rule.better == "higher", rule.tolerance, rule.floor,
+                              tuple(rule.needs.items())))
     return rules
 
 
