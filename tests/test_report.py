@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from dvc_render.base import Renderer
 
+from vaepipe.errors import PipelineError
+from vaepipe.report import plot_ids
+
 from test_pipeline import repo  # noqa: F401 (the tiny project after `dvc repro`, committed)
 
 # Every request for anything but a file goes to a proxy on a closed port, loopback included.
@@ -138,3 +141,13 @@ def test_errors_are_one_line(repo, tmp_path):
     assert outside.returncode == 1
     assert outside.stderr == (
         "error: no dvc.yaml in this folder: run this from the project's root\n")
+
+
+def test_dvc_yaml_is_read_as_dvc_reads_it(tmp_path):
+    dvc_yaml = tmp_path / "dvc.yaml"
+    # YAML 1.2, as DVC: a plot named `no` is that name (YAML 1.1 reads false)
+    dvc_yaml.write_text("plots:\n  - no\n  - Loss per epoch: {x: step}\n")
+    assert plot_ids(dvc_yaml) == ["no", "Loss per epoch"]
+    dvc_yaml.write_text("plots:\n  - a.png\nplots:\n  - b.png\n")  # DVC refuses it too
+    with pytest.raises(PipelineError, match=rf"^{dvc_yaml}: not valid YAML at line 3: "):
+        plot_ids(dvc_yaml)

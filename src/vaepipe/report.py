@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import vl_convert
-import yaml
 from dvc_render.base import Renderer
 
 from vaepipe.errors import PipelineError, run_stage
+from vaepipe.params import read_yaml
 
 # DVC's chart templates are Vega-Lite 5 specs: compile them with the last Vega-Lite 5.
 VEGA_LITE_VERSION = "5.21"
@@ -66,12 +66,10 @@ def vega_script() -> str:
 def plot_ids(dvc_yaml: Path) -> list[str]:
     """The ids of the top-level plots of `dvc_yaml`, in their order there.
 
-    An entry is a path or a one-key mapping {id: properties}.
+    An entry is a path or a one-key mapping {id: properties}. The file is read as DVC reads it
+    (YAML 1.2).
     """
-    try:
-        pipeline = yaml.safe_load(dvc_yaml.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise PipelineError(f"cannot read {dvc_yaml}: {error}") from None
+    pipeline = read_yaml(dvc_yaml) or {}
     return [entry if isinstance(entry, str) else next(iter(entry))
             for entry in pipeline.get("plots") or []]
 
