@@ -1,11 +1,25 @@
-"""Imported first by every stage script: a stage run by a Python that lacks the project's
-environment (`dvc repro` with a dvc installed elsewhere and .venv not activated) stops with one
-line that says what to do, not a ModuleNotFoundError."""
+"""Imported first by every stage script: the stage runs the package of the checkout it runs in.
+
+DVC runs queued and temporary experiments in copies of the repository, while `.venv` holds an
+editable install of the workspace's `src/`. With this checkout's `src/` first on `sys.path`,
+every stage imports the code of the commit that its record names, whoever installed what.
+
+A stage run by a Python that lacks the project's dependencies (`dvc repro` with a dvc installed
+elsewhere and .venv not activated) stops with one line that says what to do, not a
+ModuleNotFoundError.
+"""
 
 import importlib.util
 import sys
+from pathlib import Path
 
-if importlib.util.find_spec("vaepipe") is None:
-    sys.exit(f"error: {sys.executable} cannot import vaepipe: activate the project's environment "
-             f"first (`source .venv/bin/activate`), or run `python3 tasks.py repro`, which "
-             f"creates it")
+SOURCE = Path(__file__).resolve().parent.parent / "src"
+sys.path.insert(0, str(SOURCE))
+
+# Every stage needs these; finding them imports none (TensorFlow would take seconds).
+DEPENDENCIES = ("numpy", "pydantic", "ruamel", "tensorflow")
+missing = [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
+if missing:
+    sys.exit(f"error: {sys.executable} cannot import {', '.join(missing)}: activate the "
+             f"project's environment first (`source .venv/bin/activate`), or run "
+             f"`python3 tasks.py repro`, which creates it")

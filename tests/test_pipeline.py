@@ -59,7 +59,10 @@ class Repo:
     def __init__(self, root: Path):
         self.root = root
         venv_bin = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+        # TensorFlow's log level as a user's shell has it: unset, whatever this process chose.
+        inherited = {name: value for name, value in os.environ.items()
+                     if name != "TF_CPP_MIN_LOG_LEVEL"}
+        self.env = {**inherited, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
                     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
                     "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 

@@ -1,6 +1,7 @@
 """MNIST's IDX files, read strictly, and the train / validation / test splits prepared from them."""
 
 import hashlib
+import io
 import json
 import math
 import struct
@@ -152,6 +153,22 @@ def _digit_counts(labels: np.ndarray) -> list[int]:
     return np.bincount(labels, minlength=NUM_DIGITS).tolist()
 
 
+def write_npz(path: Path, split: Split) -> None:
+    """The split as an .npz that `np.load` reads, in bytes that depend on the arrays alone.
+
+    Not `np.savez`: it asks zipfile for zip64 headers, which CPython's patch releases write
+    differently (3.11.2 and 3.11.7 do), and a compressed member would depend on the zlib build.
+    Each member is stored whole, with the header fields fixed.
+    """
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, array in split._asdict().items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.create_system, member.external_attr = 3, 0o644 << 16  # Unix, rw-r--r--
+            content = io.BytesIO()
+            np.lib.format.write_array(content, array, allow_pickle=False)
+            archive.writestr(member, content.getvalue())
+
+
 def prepare(raw_dir: str | Path, out_dir: str | Path, validation_size: int,
             split_seed: int) -> None:
     """Check the four raw IDX files against provenance.json and read them; write train/val/test
@@ -164,7 +181,7 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, validation_size: int,
     splits = {"train": train, "val": val, "test": test}
     with atomic_dir(out_dir) as staging:
         for name, split in splits.items():
-            np.savez_compressed(staging / f"{name}.npz", images=split.images, labels=split.labels)
+            write_npz(staging / f"{name}.npz", split)
         write_json(staging / "summary.json",
                    {name: {"count": len(split.labels), "per_digit": _digit_counts(split.labels)}
                     for name, split in splits.items()})

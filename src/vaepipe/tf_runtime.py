@@ -2,12 +2,13 @@
 
 Importing TensorFlow prints a dozen C++ log lines (oneDNN, CPU instructions, and on every
 machine without a GPU `failed call to cuInit: ... CUDA error`, which reads like a failure).
-Every module of the package imports TensorFlow from here, so that the chatter is silenced in
-one place before TensorFlow loads: C++ logging is off unless the user sets
-TF_CPP_MIN_LOG_LEVEL (0 shows everything, as TensorFlow does by default), and the lines that
-absl prints before its logging starts, which no level controls, are filtered out of stderr
-during the import. Anything else
-printed then, and every Python warning and error later, still reaches the user.
+Every module of the package imports TensorFlow from here, so that the chatter is handled in one
+place: C++ logging starts at warnings (TF_CPP_MIN_LOG_LEVEL=1: TensorFlow's and XLA's
+informational lines are hidden, their warnings and errors are not), and the known start-up
+lines, which no level controls, are filtered out of stderr during the import. Anything else
+printed then, and every warning and error later, reaches the user. A level the user sets wins
+(0 shows everything, as TensorFlow does by default); the one set here is not passed on to
+child processes, which choose their own.
 """
 
 import os
@@ -43,13 +44,16 @@ def _startup_noise_filtered() -> Iterator[None]:
 
 
 def _import_quietly():
-    # Children (DVC stages run from a test, a benchmark) inherit the level set here, so only
-    # an explicit 0 means "show me everything".
-    show_everything = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "0"
-    with nullcontext() if show_everything else _startup_noise_filtered():
-        import keras
-        import tensorflow
-        tensorflow.config.list_physical_devices("GPU")  # CUDA's probe logs on first use
+    chosen = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = chosen or "1"
+    try:
+        with nullcontext() if chosen == "0" else _startup_noise_filtered():
+            import keras
+            import tensorflow
+            tensorflow.config.list_physical_devices("GPU")  # CUDA's probe logs on first use
+    finally:
+        if chosen is None:  # TensorFlow has read it by now
+            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
     return tensorflow, keras
 
 
