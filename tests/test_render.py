@@ -3,10 +3,13 @@ import pytest
 import tensorflow as tf
 
 from vaepipe.conditioning import Classifier
-from vaepipe.errors import PipelineError
-from vaepipe.model import VAE
+from vaepipe.errors import PipelineError, run_stage
+from vaepipe.model import VAE, save_model
+from vaepipe.params import load_params
 from vaepipe.render import (latent_manifold, latent_traversals, read_history, reconstruct,
-                            redraw_as_every_digit)
+                            redraw_as_every_digit, render_stage)
+
+from conftest import PROJECT_PARAMS
 
 HISTORY_METRICS = ["train/vae_loss", "val/vae_loss", "train/classifier_loss",
                    "val/classifier_loss", "train/accuracy", "val/accuracy"]
@@ -41,6 +44,54 @@ def test_read_history_names_a_missing_file(tmp_path):
     (tmp_path / "plots" / "metrics" / "val" / "accuracy.tsv").unlink()
     with pytest.raises(PipelineError, match=r"val/accuracy.tsv: missing"):
         read_history(tmp_path, Classifier.split_metrics)
+
+
+@pytest.mark.parametrize("good, bad, message", [
+    ("2\t102\n", "2", r"line 4: expected a step and a vae_loss separated by a tab, got '2'"),
+    ("2\t102\n", "2\t", r"line 4: vae_loss: not a finite number: ''"),
+    ("1\t101", "1\tabc", r"line 3: vae_loss: not a finite number: 'abc'"),
+    ("1\t101", "1\tnan", r"line 3: vae_loss: not a finite number: 'nan'"),
+    ("1\t101", "one\t101", r"line 3: step: not a whole number: 'one'"),
+    ("1\t101", "1\t101\t7", r"line 3: expected a step and a vae_loss separated by a tab, "
+                             r"got '1\\t101\\t7'"),
+    ("step\tvae_loss", "step,vae_loss", r"line 1: expected the header 'step<TAB>vae_loss', got "
+                                       r"'step,vae_loss'"),
+    ("2\t102\n", "", r"holds other epochs than .*train/vae_loss.tsv"),  # a whole line lost
+])
+def test_a_damaged_history_file_is_one_line_naming_the_file_and_line(tmp_path, good, bad,
+                                                                     message):
+    write_live_history(tmp_path)
+    path = tmp_path / "plots" / "metrics" / "val" / "vae_loss.tsv"
+    path.write_text(path.read_text().replace(good, bad))
+    with pytest.raises(PipelineError, match=rf"^{path}: {message}; rerun `dvc repro train`$"):
+        read_history(tmp_path, Classifier.split_metrics)
+
+
+def test_render_refuses_a_damaged_history_and_keeps_the_figures(model, tmp_path, capsys):
+    write_live_history(tmp_path / "live")
+    metric = tmp_path / "live" / "plots" / "metrics" / "train" / "classifier_loss.tsv"
+    metric.write_text(metric.read_text().replace("1\t201", "1\t2O1"))
+    save_model(model, tmp_path / "vae")
+    np.save(tmp_path / "samples.npy", np.zeros((3, 10, 784), np.float32))
+    rng = np.random.default_rng(0)
+    (tmp_path / "prepared").mkdir()
+    np.savez(tmp_path / "prepared" / "test.npz",
+             images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             labels=rng.integers(0, 10, 20, dtype=np.uint8))
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "loss_curves.png").write_bytes(b"the previous figure")
+    with pytest.raises(SystemExit) as stop:
+        run_stage(lambda: render_stage(load_params(PROJECT_PARAMS), tmp_path / "vae",
+                                       tmp_path / "samples.npy", tmp_path / "live",
+                                       tmp_path / "prepared", figures))
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == (f"error: {metric}: line 3: classifier_loss: not a finite "
+                                       f"number: '2O1'; rerun `dvc repro train`\n")
+    assert [p.name for p in figures.iterdir()] == ["loss_curves.png"]
+    assert (figures / "loss_curves.png").read_bytes() == b"the previous figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "live", "prepared",
+                                                          "samples.npy", "vae"]
 
 
 def test_traversals_move_one_dimension_per_row(model):

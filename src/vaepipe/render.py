@@ -1,5 +1,6 @@
 """The render stage: what each figure shows, computed from the trained model, then drawn."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,51 @@ MANIFOLD_STEPS = 15  # points per axis of the latent-manifold grid of a 2-dimens
 def read_history(live_dir: str | Path, split_metrics=("vae_loss",)) -> pd.DataFrame:
     """Per-epoch metrics from the dvclive files of the train stage, one row per measured epoch
     (from 1): each of `split_metrics` (a conditioning's) on the train and val splits."""
-    history = None
+    columns, steps = {}, None
     for metric in [f"{split}/{name}" for name in split_metrics for split in ("train", "val")]:
         path = Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv"
-        if not path.exists():
-            raise PipelineError(f"{path}: missing (run `dvc repro train`)")
-        column = pd.read_csv(path, sep="\t").rename(columns={metric.split("/")[-1]: metric})
-        column = column[["step", metric]]
-        history = column if history is None else history.merge(column, on="step")
-    history.insert(0, "epoch", history.pop("step") + 1)
-    return history
+        its_steps, columns[metric] = _read_metric(path, metric.split("/")[-1])
+        if steps is None:
+            steps, first = its_steps, path
+        elif its_steps != steps:
+            raise PipelineError(f"{path}: holds other epochs than {first}; rerun "
+                                f"`dvc repro train`")
+    return pd.DataFrame({"epoch": [step + 1 for step in steps], **columns})
+
+
+def _read_metric(path: Path, name: str) -> tuple[list[int], list[float]]:
+    """The steps and values of one dvclive file: a header `step<TAB>name`, then one step and
+    one finite number a line."""
+    if not path.exists():
+        raise PipelineError(f"{path}: missing (run `dvc repro train`)")
+    try:
+        header, *rows = path.read_text(encoding="utf-8").splitlines() or [""]
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not text; rerun `dvc repro train`") from None
+    if header != f"step\t{name}":
+        raise _damaged(path, 1, f"expected the header 'step<TAB>{name}', got {header!r}")
+    parsed = [_metric_row(path, line, row, name) for line, row in enumerate(rows, start=2)]
+    return [step for step, _ in parsed], [value for _, value in parsed]
+
+
+def _metric_row(path: Path, line: int, row: str, name: str) -> tuple[int, float]:
+    fields = row.split("\t")
+    if len(fields) != 2:
+        raise _damaged(path, line, f"expected a step and a {name} separated by a tab, got {row!r}")
+    step, value = fields
+    if not step.isdecimal():
+        raise _damaged(path, line, f"step: not a whole number: {step!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise _damaged(path, line, f"{name}: not a finite number: {value!r}")
+    return int(step), number
+
+
+def _damaged(path: Path, line: int, problem: str) -> PipelineError:
+    return PipelineError(f"{path}: line {line}: {problem}; rerun `dvc repro train`")
 
 
 def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
