@@ -14,14 +14,15 @@ before anything runs: a bad one is one line naming the file, the metric and the 
 
 import argparse
 import json
+import logging
 import math
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dvc.repo import Repo
 from pydantic import Field
 
 from vaepipe.errors import PipelineError, run_stage
@@ -97,13 +98,12 @@ def metrics_diff(base: str) -> dict:
 
 
 def stale_stages() -> list[str]:
-    """Stages whose code, params or inputs changed since dvc.lock was written.
-
-    `dvc repro --dry --allow-missing` lists them without running anything (and without needing
-    the outputs), but exits 0 either way: its output says which would run.
-    """
-    output = _dvc("repro", "--dry", "--allow-missing")
-    return re.findall(r"^Running stage '([^']+)'", output, flags=re.MULTILINE)
+    """Stages whose code, params or inputs changed since dvc.lock was written: those that
+    `dvc repro --dry --allow-missing` would run, asked of DVC's API (nothing runs, and the
+    outputs need not be there)."""
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # the dry run's "Running stage" lines
+    with Repo() as repo:
+        return [stage.addressing for stage in repo.reproduce(dry=True, allow_missing=True)]
 
 
 def is_finite_number(value) -> bool:
