@@ -374,6 +374,11 @@ def read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text()
     except OSError as error:
         raise PipelineError(f"cannot read {path}: {error.strerror}") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """YAML text read from `path` (a file, or a file of a commit), parsed as `read_yaml` does."""
     try:
         return YAML(typ="safe").load(text)
     except YAMLError as error:
