@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -177,11 +178,28 @@ def test_info_prints_the_hyperparameters_and_the_parameter_count(vaepipe, model,
     ("reconstruct {tmp}/missing.npy -o {out}.png", "IMAGES: {tmp}/missing.npy: no such file"),
     ("encode {tmp}/bright.npy -o {out}.csv", "IMAGES: {tmp}/bright.npy: float pixels must lie in"),
     ("sample -o {tmp}/folder.png", "-o: {tmp}/folder.png: cannot write (Is a directory)"),
+    ("sample -o {out}.png", "-o: {out}.png: the folder {tmp}/out does not exist"),
+    ("encode -o {out}.csv --data {data}", "-o: {out}.csv: the folder {tmp}/out does not exist"),
+    ("reconstruct {tmp}/empty.npy -o {tmp}/x.png",
+     "IMAGES: {tmp}/empty.npy: an empty file; expected images (n, 28, 28)"),
+    ("encode {tmp}/archive.npy -o {tmp}/x.csv",
+     "IMAGES: {tmp}/archive.npy: not a .npy file (no NumPy header); expected images (n, 28, 28)"),
+    ("restyle {tmp}/truncated.npy -o {tmp}/x.png",
+     "IMAGES: {tmp}/truncated.npy: unreadable (Failed to read all data for array."),
+    ("encode {tmp}/objects.npy -o {tmp}/x.csv",
+     "IMAGES: {tmp}/objects.npy: unreadable (Object arrays cannot be loaded when "
+     "allow_pickle=False)"),
 ])
 def test_a_user_error_is_one_line_naming_the_option(command, message, model_dir, data_dir,
                                                     tmp_path, capsys):
     np.save(tmp_path / "bright.npy", np.full((2, 28, 28), 2.0))
     (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "archive.npz", images=np.zeros((2, 28, 28), np.uint8))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    np.save(tmp_path / "truncated.npy", np.zeros((2, 28, 28), np.uint8))
+    (tmp_path / "truncated.npy").write_bytes((tmp_path / "truncated.npy").read_bytes()[:-1])
+    np.save(tmp_path / "objects.npy", np.array([None] * 2), allow_pickle=True)
     names = dict(out=tmp_path / "out" / "result", data=data_dir, tmp=tmp_path)
     with pytest.raises(SystemExit) as stop:
         main([*command.format(**names).split(), "--model", str(model_dir)])
@@ -189,6 +207,21 @@ def test_a_user_error_is_one_line_naming_the_option(command, message, model_dir,
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message.format(**names)}") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_past_the_bounds_is_refused_before_the_model_is_built(model_dir, tmp_path,
+                                                                      capsys):
+    (tmp_path / "vae").mkdir()
+    config = json.loads((model_dir / "config.json").read_text())
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({**config,
+                                                              "encoder_layers": [100000000]}))
+    with pytest.raises(SystemExit) as stop:
+        main(["info", "--model", str(tmp_path / "vae")])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path}/vae/config.json: encoder_layers[0]: must be at most 4096 (wider or "
+        f"deeper MLPs take hours per epoch on a CPU), got 100000000; rerun `dvc repro train` or "
+        f"`dvc checkout models/vae`\n")
 
 
 def run_script(*args) -> subprocess.CompletedProcess:

@@ -49,21 +49,36 @@ def _check_fits(option: str, images: int, limit: int | None, what: str = "images
         raise PipelineError(f"{option}: at most {limit} {what} fit in one picture, got {images}")
 
 
-def _check_suffix(path: Path, suffixes: Sequence[str]) -> None:
+def _check_output(path: Path, suffixes: Sequence[str]) -> None:
+    """The output's name, and its folder: it is never created, as a mistyped path would be."""
     if path.suffix.lower() not in suffixes:
         raise PipelineError(f"-o: {path}: the name must end in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise PipelineError(f"-o: {path}: the folder {path.parent} does not exist")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """The array of a .npy file; anything else (no file, an empty one, an .npz, a truncated or
+    pickled array) is one line."""
+    try:
+        with open(path, "rb") as stream:
+            magic = stream.read(len(np.lib.format.MAGIC_PREFIX))
+            if magic != np.lib.format.MAGIC_PREFIX:
+                what = "an empty file" if not magic else "not a .npy file (no NumPy header)"
+                raise PipelineError(f"IMAGES: {path}: {what}; expected images (n, 28, 28)")
+            stream.seek(0)
+            return np.load(stream, allow_pickle=False)
+    except FileNotFoundError:
+        raise PipelineError(f"IMAGES: {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise PipelineError(f"IMAGES: {path}: unreadable ({error})") from None
 
 
 def _read_npy_images(path: Path) -> np.ndarray:
     """Images (n, 28, 28) from a .npy file: uint8 as MNIST stores them, or floats in [0, 1]."""
     if path.suffix.lower() != ".npy":
         raise PipelineError(f"IMAGES: {path}: expected a .npy file of images (n, 28, 28)")
-    try:
-        images = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PipelineError(f"IMAGES: {path}: no such file") from None
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"IMAGES: {path}: unreadable ({error})") from None
+    images = _load_npy(path)
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or len(images) == 0:
         raise PipelineError(f"IMAGES: {path}: expected images (n, 28, 28), got shape "
                             f"{images.shape}")
@@ -148,7 +163,7 @@ def _sample(args) -> None:
     _check_at_least("--seed", args.seed, 0)
     _check_fits("--count", args.count, MAX_PANELS // len(digits),
                 f"samples of {len(digits)} digits" if len(digits) > 1 else "samples")
-    _check_suffix(args.output, [".png"])
+    _check_output(args.output, [".png"])
     model = _conditional_model(args.model, "sample")
     from vaepipe import plotting
     from vaepipe.conditioning import one_hot
@@ -164,7 +179,7 @@ def _sample(args) -> None:
 
 def _reconstruct(args) -> None:
     images, described = _chosen(args, MAX_PANELS // RECONSTRUCTION_PANELS)
-    _check_suffix(args.output, [".png"])
+    _check_output(args.output, [".png"])
     model = _load_model(args.model)
     from vaepipe import plotting
     from vaepipe.render import reconstruct
@@ -176,7 +191,7 @@ def _reconstruct(args) -> None:
 
 def _restyle(args) -> None:
     images, described = _chosen(args, MAX_PANELS // RESTYLE_PANELS)
-    _check_suffix(args.output, [".png"])
+    _check_output(args.output, [".png"])
     model = _conditional_model(args.model, "restyle")
     from vaepipe import plotting
     from vaepipe.render import redraw_as_every_digit
@@ -209,7 +224,7 @@ def _table_bytes(table, suffix: str) -> bytes:
 
 def _encode(args) -> None:
     images, described = _chosen(args, limit=None)
-    _check_suffix(args.output, [".csv", ".npy"])
+    _check_output(args.output, [".csv", ".npy"])
     model = (_conditional_model(args.model, "encode --predicted-digit") if args.predicted_digit
              else _load_model(args.model))
     table = _latent_table(model, _model_input(images), args.variances, args.predicted_digit)
@@ -250,7 +265,8 @@ def _model_options() -> argparse.ArgumentParser:
 def _output_option(suffixes: str) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                         help=f"where to write it ({suffixes}); replaced in one step")
+                         help=f"where to write it ({suffixes}), in a folder that exists; "
+                              f"replaced in one step")
     return options
 
 
