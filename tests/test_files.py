@@ -45,6 +45,12 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_write_creates_no_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        atomic_write_bytes(tmp_path / "missing" / "x.bin", b"content")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_outputs_get_ordinary_permissions(tmp_path):
     old = os.umask(0o022)
     try:

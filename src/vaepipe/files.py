@@ -167,9 +167,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
-    """Write `content` to a temporary file beside `path`, flush it, then rename it into place."""
+    """Write `content` to a temporary file beside `path` (in a folder that exists), flush it,
+    then rename it into place."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
