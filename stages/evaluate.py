@@ -4,10 +4,12 @@ import _environment  # noqa: F401  (first: says so when .venv is not active)
 
 from vaepipe.errors import run_stage
 from vaepipe.evaluation import evaluate_stage
+from vaepipe.files import remove_pipeline_leftovers
 from vaepipe.params import load_params
 
 
 def main() -> None:
+    remove_pipeline_leftovers()
     evaluate_stage(load_params(), "models/vae", "data/prepared", "reports/metrics.json",
                    "reports/evaluate/test_predictions.csv")
 

@@ -3,11 +3,13 @@
 import _environment  # noqa: F401  (first: says so when .venv is not active)
 
 from vaepipe.errors import run_stage
+from vaepipe.files import remove_pipeline_leftovers
 from vaepipe.params import load_params
 from vaepipe.render import render_stage
 
 
 def main() -> None:
+    remove_pipeline_leftovers()
     render_stage(load_params(), "models/vae", "models/samples.npy", "reports/train",
                  "data/prepared", "reports/figures")
 

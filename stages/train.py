@@ -3,11 +3,13 @@
 import _environment  # noqa: F401  (first: says so when .venv is not active)
 
 from vaepipe.errors import run_stage
+from vaepipe.files import remove_pipeline_leftovers
 from vaepipe.params import load_params
 from vaepipe.training import train
 
 
 def main() -> None:
+    remove_pipeline_leftovers()
     train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train",
           checkpoint_dir=".checkpoints/train")
 

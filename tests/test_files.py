@@ -1,4 +1,5 @@
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from vaepipe.errors import PipelineError
-from vaepipe.files import atomic_dir, atomic_write_bytes, staged_outputs, write_json
+from vaepipe.files import (atomic_dir, atomic_write_bytes, remove_leftovers,
+                           remove_pipeline_leftovers, staged_outputs, write_json)
 
-from conftest import NAMESPACE, needs_namespaces
+from conftest import NAMESPACE, PROJECT_ROOT, needs_namespaces
 
 
 def mode(path) -> int:
@@ -64,15 +66,78 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     assert mode(tmp_path / "d") == 0o755
 
 
+def ended_process() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
-    leftover = tmp_path / ".out.abc123.tmp"
+    leftover = tmp_path / f".out.{ended_process()}.abc123.tmp"
     leftover.mkdir()
     (leftover / "half.bin").write_bytes(b"half")
-    unrelated = tmp_path / ".other.abc123.tmp"
-    unrelated.mkdir()
     with atomic_dir(tmp_path / "out") as staging:
         (staging / "whole.bin").write_bytes(b"whole")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.tmp", "out"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_only_the_leftovers_of_ended_processes_are_removed(tmp_path):
+    ended, running = ended_process(), os.getpid()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"new weights")
+    (tmp_path / f".model.{ended}.old").mkdir()  # the new output had moved in: the old one goes
+    (tmp_path / f".samples.npy.{ended}.old").write_bytes(b"old samples")  # the new one had not
+    (tmp_path / f".metrics.json.{ended}.x1_y2.tmp").write_bytes(b"half")
+    (tmp_path / f".model.{ended}.abc123.tmp").mkdir()
+    kept = [f".model.{running}.abc123.tmp", f".metrics.json.{running}.x1_y2.tmp",
+            ".model.abc123.tmp", ".notes.tmp"]  # a live run's, and names of no run
+    for name in kept:
+        (tmp_path / name).write_bytes(b"kept")
+    remove_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", "samples.npy", *kept])
+    assert (tmp_path / "samples.npy").read_bytes() == b"old samples"
+
+
+PIPELINE = """
+stages:
+  train:
+    cmd: python train.py
+    outs: [models/vae, {models/samples.npy: {persist: true}}]
+    metrics: [{reports/train/metrics.json: {cache: false}}]
+"""
+
+
+def test_the_pipelines_leftovers_are_removed_beside_every_output(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(PIPELINE)
+    ended = ended_process()
+    leftovers = [tmp_path / "models" / f".vae.{ended}.abc.tmp",
+                 tmp_path / "reports" / "train" / f".metrics.json.{ended}.abc.tmp"]
+    elsewhere = tmp_path / "notes" / f".draft.{ended}.abc.tmp"
+    for path in [*leftovers, elsewhere]:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half")
+    remove_pipeline_leftovers(tmp_path / "dvc.yaml")
+    assert [path.exists() for path in leftovers] == [False, False]
+    assert elsewhere.exists()  # no output of the pipeline is there
+
+
+def test_any_stage_removes_what_a_killed_run_of_another_stage_left(tmp_path):
+    """As after `kill -9` of the train stage and a `dvc repro` that found it up to date: the
+    next stage that runs, whichever it is, removes its staging folders."""
+    for folder in ("stages", "src"):
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    staging = tmp_path / "models" / f".vae.{ended_process()}.k7x2_q9a.tmp"
+    staging.mkdir(parents=True)
+    (staging / "model.weights.h5").write_bytes(b"half written")
+    (tmp_path / "models" / "samples.npy").write_bytes(b"the previous samples")
+    subprocess.run([sys.executable, "stages/check_params.py"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["samples.npy"]
+    assert (tmp_path / "models" / "samples.npy").read_bytes() == b"the previous samples"
 
 
 def write_old_outputs(root):
@@ -125,8 +190,9 @@ def test_a_failed_rename_puts_the_already_moved_outputs_back(tmp_path, monkeypat
 
 
 def test_an_old_output_set_aside_by_a_killed_run_is_put_back(tmp_path):
-    (tmp_path / ".model.123.old").mkdir()
-    (tmp_path / ".model.123.old" / "weights.bin").write_bytes(b"old weights")
+    set_aside = tmp_path / f".model.{ended_process()}.old"
+    set_aside.mkdir()
+    (set_aside / "weights.bin").write_bytes(b"old weights")
     with pytest.raises(RuntimeError):
         with staged_outputs(folders=[tmp_path / "model"]):
             raise RuntimeError("stopped")

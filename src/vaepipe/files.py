@@ -1,15 +1,17 @@
 """A stage's outputs, replaced all together or not at all.
 
-Each output is written into a staging path beside it (`.NAME.XXXX.tmp`), flushed to disk, and
-only when every output of the stage is whole are they renamed into place, one after the other,
-each old one kept aside (`.NAME.XXXX.old`) until all have moved, so that a failure on the way
-puts every old output back. A run killed outright leaves staging paths that the next run
-removes, and, in the microseconds between two renames, an old output set aside that the next
-run puts back.
+Each output is written into a staging path beside it (`.NAME.PID.XXXX.tmp`, PID the writing
+process), flushed to disk, and only when every output of the stage is whole are they renamed
+into place, one after the other, each old one kept aside (`.NAME.PID.old`) until all have moved,
+so that a failure on the way puts every old output back. A run killed outright leaves staging
+paths, and, in the microseconds between two renames, an old output set aside: whatever later
+writes into the same folder, and every stage for every output of dvc.yaml, removes the first
+and puts the second back, once the process that made them is gone.
 """
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -17,6 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaepipe.errors import PipelineError
+from vaepipe.params import read_yaml
+
+# `.NAME.PID.XXXX.tmp` or `.NAME.PID.old` (tempfile's XXXX holds no dot)
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[^.]+\.tmp|old)")
 
 
 def _current_umask() -> int:
@@ -30,6 +36,10 @@ def _usual_permissions(path: str | os.PathLike, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
 
 
+def _staging_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -37,23 +47,57 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _recover(final: Path) -> None:
-    """Undo what a run killed outright left beside `final`. DVC never runs a stage twice at
-    once, so no live run owns these."""
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-    for set_aside in final.parent.glob(f".{final.name}.*.old"):
-        if final.exists():
-            _remove(set_aside)
-        else:  # killed between moving the old output aside and the new one in
-            set_aside.rename(final)
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Undo what runs killed outright left in `folder`: their staging paths are removed, an old
+    output set aside is put back where no new one replaced it. Only those of processes that are
+    gone: a live one may still be writing."""
+    for path in folder.glob(".*"):
+        made_by = LEFTOVER.fullmatch(path.name)
+        if made_by is None or _is_running(int(made_by["pid"])):
+            continue
+        final = folder / made_by["name"]
+        if path.suffix == ".old" and not (final.exists() or final.is_symlink()):
+            path.rename(final)  # killed between moving the old output aside and the new one in
+        else:
+            _remove(path)
+
+
+def _output_folders(dvc_yaml: Path) -> set[Path]:
+    """The folders that hold an output of a stage of `dvc_yaml` (outs, metrics or plots)."""
+    folders = set()
+    for stage in (read_yaml(dvc_yaml) or {}).get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for output in stage.get(kind, []):  # a path, or {path: options}
+                path = output if isinstance(output, str) else next(iter(output))
+                folders.add(dvc_yaml.parent / Path(path).parent)
+    return folders
+
+
+def remove_pipeline_leftovers(dvc_yaml: str | os.PathLike = "dvc.yaml") -> None:
+    """`remove_leftovers` beside every output of the pipeline, whichever stage writes it: a stage
+    killed outright and then found up to date would otherwise leave its staging paths for
+    ever."""
+    for folder in _output_folders(Path(dvc_yaml)):
+        if folder.is_dir():
+            remove_leftovers(folder)
 
 
 def require_writable(folder: Path) -> None:
     """Fail now, naming the folder, rather than after the whole computation."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=_staging_prefix("write-probe"), suffix=".tmp",
+                                     dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
@@ -81,7 +125,7 @@ def _swap_in(swaps: list[tuple[Path, Path]]) -> None:
         for staged, final in swaps:
             old = None
             if final.exists() or final.is_symlink():
-                old = final.parent / f".{final.name}.{os.getpid()}.old"
+                old = final.parent / f"{_staging_prefix(final.name)}old"
                 final.rename(old)
             done.append((final, old))
             staged.rename(final)
@@ -119,8 +163,8 @@ class StagedOutputs:
     def open(self) -> None:
         for final in [*self.folders, *self.files]:
             require_writable(final.parent)
-            _recover(final)
-            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp",
+            remove_leftovers(final.parent)
+            staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final.name), suffix=".tmp",
                                             dir=final.parent))
             _usual_permissions(staging, directory=True)
             self._staging[final] = staging
@@ -170,7 +214,8 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     """Write `content` to a temporary file beside `path` (in a folder that exists), flush it,
     then rename it into place."""
     final = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_staging_prefix(final.name), suffix=".tmp",
+                               dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
