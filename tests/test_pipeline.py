@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,73 @@ def test_exp_run_with_a_new_z_dim_retrains_only_what_depends_on_it(repo):
     run = runs[params.index(3)]
     shown = run["data"]["metrics"]["reports/metrics.json"]["data"]["test"]
     assert shown["elbo"] == repo.metrics()["test"]["elbo"]
+    repo.run("git", "checkout", "-q", "--", ".")
+    repo.dvc("checkout", "-q")
+
+
+def set_param(repo: Repo, dotted_key: str, value) -> None:
+    params = yaml.safe_load((repo.root / "params.yaml").read_text())
+    *groups, key = dotted_key.split(".")
+    group = params
+    for name in groups:
+        group = group[name]
+    group[key] = value
+    (repo.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.parametrize("key, value, stale", [
+    # Knobs that change no output: only check_params, which checks every edit, sees them.
+    ("train.resume", False, {"check_params"}),
+    ("train.checkpoint_every", 7, {"check_params"}),
+    ("train.checkpoint_minutes", 1.5, {"check_params"}),
+    ("data.timeout_seconds", 5, {"check_params"}),
+    ("data.pypi_wheel_sha256", "ab" * 32, {"check_params"}),
+    # A knob that changes the model reruns its training.
+    ("z_dim", 3, {"check_params", "train"}),
+    ("train.measure_every", 2, {"check_params", "train"}),
+])
+def test_only_the_knobs_that_change_outputs_make_stages_stale(repo, key, value, stale):
+    set_param(repo, key, value)
+    try:
+        status = json.loads(repo.dvc("status", "--json").stdout)
+        assert set(status) == stale, status
+    finally:
+        repo.run("git", "checkout", "-q", "--", "params.yaml")
+
+
+def queue_status(repo: Repo, name: str) -> str:
+    """The status `dvc queue status` gives the experiment `name` (Queued, Running, Success...)."""
+    for line in repo.dvc("queue", "status").stdout.splitlines():
+        if name in line.split():
+            return line.split()[-2 if line.split()[-1][0].isdigit() else -1]
+    return "unknown"
+
+
+def test_a_queued_experiment_runs_the_code_it_was_queued_with(repo):
+    """The workspace's code changes after the experiment was queued; the queue runs the
+    queued commit's code, and so gives that code's results."""
+    repo.dvc("exp", "run", "--queue", "-S", "z_dim=3", "--name", "queued")
+    training = repo.root / "src" / "vaepipe" / "training.py"
+    committed = training.read_text()
+    training.write_text(f"{committed}\nraise SystemExit('the workspace code ran')\n")
+    try:
+        repo.dvc("queue", "start")
+        for _ in range(600):
+            if queue_status(repo, "queued") not in ("Queued", "Running", "unknown"):
+                break
+            time.sleep(1)
+        logs = repo.dvc("queue", "logs", "queued").stdout
+    finally:
+        training.write_text(committed)
+        repo.dvc("queue", "stop", "--kill", check=False)
+    assert "the workspace code ran" not in logs
+    assert queue_status(repo, "queued") == "Success", logs
+    exps = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    runs = [run for commit in exps for exp in (commit.get("experiments") or [])
+            for run in exp["revs"] if run.get("name") == "queued"]
+    queued = runs[0]["data"]["metrics"]["reports/metrics.json"]["data"]
+    repo.dvc("exp", "run", "-S", "z_dim=3")  # the same experiment here, by the same code
+    assert queued == repo.metrics()
     repo.run("git", "checkout", "-q", "--", ".")
     repo.dvc("checkout", "-q")
 
@@ -408,12 +476,19 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
 def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
     watched = ("reports/metrics.json", "dvc.lock", "params.yaml", "models/vae/model.weights.h5")
     before = {name: (repo.root / name).read_bytes() for name in watched}
+    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
     recipe = repo.root / "reproductions" / "tiny.yaml"
     recipe.parent.mkdir()
     recipe.write_text("z_dim: 3\nevaluate:\n  iwae_samples: 7\n")
+    reproduce = (sys.executable, "-m", "vaepipe.reproduce", "tiny")
+    kept = repo.root / "reproductions" / "tiny"
     try:
-        repo.run(sys.executable, "-m", "vaepipe.reproduce", "tiny")
-        kept = repo.root / "reproductions" / "tiny"
+        refused = repo.run(*reproduce, check=False)
+        assert (refused.returncode, refused.stderr) == (1, (
+            "error: reproductions/tiny.yaml: not committed; commit it first (a run records the "
+            "commit whose recipe it ran)\n"))
+        head = repo.commit("a recipe")
+        repo.run(*reproduce)
         assert sorted(path.name for path in kept.iterdir()) == [
             "commit.txt", "dvc.lock", "loss_curves.png", "metrics.json", "params.yaml",
             "sample_grid.png", "train_metrics.json"]
@@ -421,11 +496,21 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         assert (params["z_dim"], params["evaluate"]["iwae_samples"]) == (3, 7)
         metrics = json.loads((kept / "metrics.json").read_text())
         assert "at K = 7" in metrics["test"]["nll_measures"]
-        head = repo.run("git", "rev-parse", "HEAD").stdout.strip()
         assert (kept / "commit.txt").read_text() == f"{head}\n"
         assert {name: (repo.root / name).read_bytes() for name in watched} == before
-        again = repo.run(sys.executable, "-m", "vaepipe.reproduce", "tiny")
+        again = repo.run(*reproduce)
         assert "Running stage" not in again.stdout  # done: nothing reruns
+
+        # A key taken out of the recipe is gone from the next run, in the same workspace.
+        recipe.write_text("z_dim: 3\n")
+        assert "differs from commit" in repo.run(*reproduce, check=False).stderr
+        head = repo.commit("the recipe without its K")
+        third = repo.run(*reproduce)
+        assert "Running stage 'evaluate'" in third.stdout
+        params = yaml.safe_load((kept / "params.yaml").read_text())
+        assert params["evaluate"] == TINY_GROUPS["evaluate"]
+        assert (kept / "commit.txt").read_text() == f"{head}\n"
     finally:
-        shutil.rmtree(repo.root / "reproductions")
+        repo.run("git", "reset", "-q", "--hard", base)
+        shutil.rmtree(repo.root / "reproductions", ignore_errors=True)
         shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)

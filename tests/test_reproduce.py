@@ -1,10 +1,14 @@
+import re
+import subprocess
+from pathlib import Path
+
 import pytest
 from ruamel.yaml import YAML
 
 from vaepipe.errors import PipelineError
 from conftest import PROJECT_ROOT
 from vaepipe.params import read_yaml
-from vaepipe.reproduce import merged, reproduce, write_params
+from vaepipe.reproduce import committed_recipe, merged, recipe_params, reproduce
 
 PARAMS = """\
 z_dim: 10          # size of the latent space
@@ -41,26 +45,58 @@ def test_an_unknown_recipe_lists_the_known_ones(tmp_path, monkeypatch):
         reproduce("iwae")
 
 
-def test_a_recipe_that_makes_bad_params_is_named_and_writes_nothing(tmp_path):
-    (tmp_path / "params.yaml").write_bytes((PROJECT_ROOT / "params.yaml").read_bytes())
-    recipe = tmp_path / "bad.yaml"
-    recipe.write_text("z_dim: 0\n")
-    with pytest.raises(PipelineError, match=rf"^{recipe}: z_dim: must be at least 1, got 0$"):
-        write_params(tmp_path, recipe)
-    assert (tmp_path / "params.yaml").read_bytes() == (PROJECT_ROOT / "params.yaml").read_bytes()
-    recipe.write_text("z_dim: 3\n")
-    write_params(tmp_path, recipe)
-    assert read_yaml(tmp_path / "params.yaml")["z_dim"] == 3
+PROJECT_PARAMS = (PROJECT_ROOT / "params.yaml").read_text()
+RECIPE = Path("reproductions/bad.yaml")
+
+
+@pytest.mark.parametrize("recipe, problem", [
+    ("z_dim: 0\n", "z_dim: must be at least 1, got 0"),
+    ("- z_dim: 3\n", "must map keys of params.yaml to values, got a list"),
+    ("7\n", "must map keys of params.yaml to values, got a int"),
+    ("z_dim: [3\n", "not valid YAML at line 2: expected ',' or ']', but got '<stream end>'"),
+    ("train: 3\n", "train: "),
+])
+def test_a_recipe_that_makes_bad_params_is_named_in_one_line(recipe, problem):
+    with pytest.raises(PipelineError, match=rf"^{re.escape(f'{RECIPE}: {problem}')}"):
+        recipe_params(PROJECT_PARAMS, recipe, RECIPE)
+
+
+def test_an_empty_recipe_is_the_params_as_they_are():
+    assert recipe_params(PROJECT_PARAMS, "", RECIPE) == PROJECT_PARAMS
 
 
 @pytest.mark.parametrize("recipe", sorted((PROJECT_ROOT / "reproductions").glob("*.yaml")),
                          ids=lambda path: path.stem)
-def test_every_committed_recipe_writes_valid_params_holding_its_values(tmp_path, recipe):
-    (tmp_path / "params.yaml").write_bytes((PROJECT_ROOT / "params.yaml").read_bytes())
-    write_params(tmp_path, recipe)
-    written = read_yaml(tmp_path / "params.yaml")
+def test_every_committed_recipe_makes_valid_params_holding_its_values(recipe):
+    written = YAML(typ="safe").load(recipe_params(PROJECT_PARAMS, recipe.read_text(), recipe))
     for key, value in read_yaml(recipe).items():
         if isinstance(value, dict):
             assert {name: written[key][name] for name in value} == value
         else:
             assert written[key] == value
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+                           *args], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_only_the_committed_recipe_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    recipe = Path("reproductions/long.yaml")
+    recipe.parent.mkdir()
+    recipe.write_text("epochs: 3\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "a recipe")
+    head = git(tmp_path, "rev-parse", "HEAD")
+    assert committed_recipe(recipe, head) == "epochs: 3\n"
+    recipe.write_text("epochs: 4\n")
+    with pytest.raises(PipelineError, match=rf"^reproductions/long.yaml: differs from commit "
+                                            rf"{head[:10]}; commit it or `git checkout "):
+        committed_recipe(recipe, head)
+    new = Path("reproductions/new.yaml")
+    new.write_text("epochs: 4\n")
+    with pytest.raises(PipelineError, match=r"^reproductions/new.yaml: not committed; "):
+        committed_recipe(new, head)

@@ -3,16 +3,16 @@
     python -m vaepipe.reproduce NAME      (python3 tasks.py reproduce NAME)
 
 `reproductions/NAME.yaml` holds the params that differ from params.yaml. The run happens in
-`.reproductions/NAME/`, a clone of the current commit with those params, by `dvc repro`, so it
-never touches this workspace's outputs; it resumes from its checkpoint when stopped and run
-again. When it is done, its metrics, params, dvc.lock and two figures are copied to
-`reproductions/NAME/`, to be committed.
+`.reproductions/NAME/`, a clone of the current commit, by `dvc repro`, so it never touches this
+workspace's outputs; its params.yaml is made anew on every run from the commit's params.yaml
+and the commit's recipe, so the record is exactly what the commit names. It resumes from its
+checkpoint when stopped and run again. When it is done, its metrics, params, dvc.lock and two
+figures are copied to `reproductions/NAME/`, to be committed.
 """
 
 import argparse
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 
 from vaepipe.errors import PipelineError, run_stage
 from vaepipe.files import atomic_dir
-from vaepipe.params import parse_params, read_yaml
+from vaepipe.params import parse_params, parse_yaml
 
 RECIPES = Path("reproductions")
 WORKSPACES = Path(".reproductions")
@@ -48,6 +48,27 @@ def merged(base, overrides):
     return base
 
 
+def recipe_params(params_text: str, recipe_text: str, recipe: Path) -> str:
+    """params.yaml's text with the recipe laid over it (its comments kept), checked as the
+    stages check it; a problem is one line naming the recipe."""
+    overrides = parse_yaml(recipe_text, recipe)
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise PipelineError(f"{recipe}: must map keys of params.yaml to values, got a "
+                            f"{type(overrides).__name__}")
+    yaml = YAML()  # round trip: the comments of params.yaml stay, and its layout
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.preserve_quotes, yaml.width = True, 4096
+    params = yaml.load(params_text)
+    try:
+        merged(params, overrides)
+        parse_params(YAML(typ="safe").load(_dumped(yaml, params)))
+    except PipelineError as error:
+        raise PipelineError(f"{recipe}: {str(error).removeprefix('params.yaml: ')}") from None
+    return _dumped(yaml, params)
+
+
 def git(*args: str, cwd: Path = Path(".")) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -58,7 +79,8 @@ def git(*args: str, cwd: Path = Path(".")) -> str:
 def prepare_workspace(name: str, commit: str) -> Path:
     """A clone of `commit` in .reproductions/NAME that shares this repository's DVC cache. One
     made before at this commit is kept as it is (its dvc.lock says what is done); one at
-    another commit is moved to this one (its checkpoint then no longer fits)."""
+    another commit is moved to this one (its checkpoint is taken up again only where the
+    params, data and package code it was made with are unchanged)."""
     workspace = WORKSPACES / name
     fresh = not (workspace / ".git").exists()
     if fresh:
@@ -72,16 +94,25 @@ def prepare_workspace(name: str, commit: str) -> Path:
     return workspace
 
 
-def write_params(workspace: Path, recipe: Path) -> None:
-    """The workspace's params.yaml with the recipe laid over it, checked before it is written."""
-    yaml = YAML()  # round trip: the comments of params.yaml stay
-    params = yaml.load((workspace / "params.yaml").read_text())
-    try:
-        merged(params, read_yaml(recipe) or {})
-        parse_params(YAML(typ="safe").load(_dumped(yaml, params)))
-    except PipelineError as error:
-        raise PipelineError(f"{recipe}: {str(error).removeprefix('params.yaml: ')}") from None
-    (workspace / "params.yaml").write_text(_dumped(yaml, params))
+def committed_text(commit: str, path: Path) -> str | None:
+    """The file at `path` as `commit` holds it, or None where it holds no such file."""
+    done = subprocess.run(["git", "show", f"{commit}:{path.as_posix()}"], capture_output=True,
+                          text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def committed_recipe(recipe: Path, commit: str) -> str:
+    """The recipe as `commit` holds it; one that differs in the working tree is refused, since
+    the record would name a commit that does not hold what ran."""
+    committed = committed_text(commit, recipe)
+    if committed is None:
+        raise PipelineError(f"{recipe}: not committed; commit it first (a run records the "
+                            f"commit whose recipe it ran)")
+    if recipe.read_text() != committed:
+        raise PipelineError(f"{recipe}: differs from commit {commit[:10]}; commit it or "
+                            f"`git checkout {recipe}` first (a run records the commit whose "
+                            f"recipe it ran)")
+    return committed
 
 
 def _dumped(yaml: YAML, data) -> str:
@@ -91,9 +122,8 @@ def _dumped(yaml: YAML, data) -> str:
 
 
 def run_dvc(workspace: Path, *args: str) -> None:
-    """dvc in the workspace, importing the workspace's own vaepipe, not this one's."""
-    env = {**os.environ, "PYTHONPATH": str((workspace / "src").resolve())}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, env=env)
+    """dvc in the workspace (its stages import the workspace's own package)."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace)
     if done.returncode != 0:
         raise PipelineError(f"`dvc {' '.join(args)}` failed in {workspace} (exit "
                             f"{done.returncode}); run the same command again to resume")
@@ -113,12 +143,14 @@ def reproduce(name: str) -> None:
         known = sorted(path.stem for path in RECIPES.glob("*.yaml"))
         raise PipelineError(f"{recipe}: no such recipe (there are: {', '.join(known)})")
     commit = git("rev-parse", "HEAD")
+    params = recipe_params(committed_text(commit, Path("params.yaml")),
+                           committed_recipe(recipe, commit), recipe)
     if git("status", "--porcelain", "--untracked-files=no", "src", "stages", "dvc.yaml",
            "params.yaml"):
         print("note: the run uses the committed code and params, not this workspace's changes",
               file=sys.stderr)
     workspace = prepare_workspace(name, commit)
-    write_params(workspace, recipe)
+    (workspace / "params.yaml").write_text(params)
     print(f"reproducing {name} at commit {commit[:10]} in {workspace}/", file=sys.stderr)
     run_dvc(workspace, "checkout", "--quiet", "--allow-missing")
     run_dvc(workspace, "repro")
