@@ -86,8 +86,9 @@ def _output_folders(dvc_yaml: Path) -> set[Path]:
 def remove_pipeline_leftovers(dvc_yaml: str | os.PathLike = "dvc.yaml") -> None:
     """`remove_leftovers` beside every output of the pipeline, whichever stage writes it: a stage
     killed outright and then found up to date would otherwise leave its staging paths for
-    ever."""
-    for folder in _output_folders(Path(dvc_yaml)):
+    ever. Nothing without a dvc.yaml (a stage's script run by hand elsewhere)."""
+    dvc_yaml = Path(dvc_yaml)
+    for folder in _output_folders(dvc_yaml) if dvc_yaml.is_file() else ():
         if folder.is_dir():
             remove_leftovers(folder)
 
