@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaepipe.checkpoint import Checkpoints, Progress
+from vaepipe.checkpoint import Checkpoints, Position
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
 from vaepipe.training import build_trainer
@@ -41,7 +41,7 @@ def measure(params, folder: Path, saves: int = 5) -> tuple[float, int, int]:
     seconds = []
     for epoch in range(1, saves + 1):
         started = time.perf_counter()
-        checkpoints.save(trainer.model, trainer.optimizer, Progress(epoch), samples, live)
+        checkpoints.save(trainer.model, trainer.optimizer, Position(epoch), samples, live)
         seconds.append(time.perf_counter() - started)
     size = sum(f.stat().st_size for f in checkpoints.folder.rglob("*") if f.is_file())
     return statistics.median(seconds), size, trainer.model.count_params()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
-from vaepipe.checkpoint import Checkpoints, Progress
+from vaepipe.checkpoint import Checkpoints, Position
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
 from vaepipe.training import build_trainer
@@ -140,12 +140,12 @@ def saved_checkpoint(folder: Path, params, data_files) -> Checkpoints:
     live = folder.parent / "live"
     live.mkdir(exist_ok=True)
     checkpoints = Checkpoints(folder, params, data_files)
-    checkpoints.save(trainer.model, trainer.optimizer, Progress(2, 5), [np.zeros((10, 784))] * 2,
+    checkpoints.save(trainer.model, trainer.optimizer, Position(2, 5), [np.zeros((10, 784))] * 2,
                      live)
     return checkpoints
 
 
-def restore_with(params, folder: Path, data_files) -> Progress:
+def restore_with(params, folder: Path, data_files) -> Position:
     trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size),
                             steps_per_epoch=1)
     live = folder.parent / "restored-live"
@@ -164,7 +164,7 @@ def data_files(tmp_path) -> list[Path]:
 def test_the_same_run_resumes_where_the_checkpoint_says(tmp_path, data_files, capsys):
     params = tiny_params(z_dim=3)
     saved_checkpoint(tmp_path / "ckpt", params, data_files)
-    assert restore_with(params, tmp_path / "ckpt", data_files) == Progress(2, 5)
+    assert restore_with(params, tmp_path / "ckpt", data_files) == Position(2, 5)
     assert "resuming at epoch 3 (chunk 6) from " in capsys.readouterr().err
 
 
@@ -182,7 +182,7 @@ def test_a_checkpoint_of_another_run_starts_afresh_saying_why(tmp_path, data_fil
     saved_checkpoint(tmp_path / "ckpt", params, data_files)
     capsys.readouterr()
     other_params, other_files = change(params, data_files)
-    assert restore_with(other_params, tmp_path / "ckpt", other_files) == Progress(0)
+    assert restore_with(other_params, tmp_path / "ckpt", other_files) == Position(0)
     assert f"starting afresh: the checkpoint in {tmp_path / 'ckpt'} {reason}" in \
         capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
@@ -193,7 +193,7 @@ def test_checkpoint_knobs_do_not_change_the_fingerprint(tmp_path, data_files):
     saved_checkpoint(tmp_path / "ckpt", params, data_files)
     knobs = params.train.model_copy(update={"checkpoint_every": 7, "checkpoint_minutes": 1.5})
     assert restore_with(params.model_copy(update={"train": knobs}), tmp_path / "ckpt",
-                        data_files) == Progress(2, 5)
+                        data_files) == Position(2, 5)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage state", "missing samples"])
@@ -210,7 +210,7 @@ def test_a_corrupt_checkpoint_is_a_warning_and_a_fresh_start(tmp_path, data_file
         (folder / "state.json").write_text("{not json")
     else:
         (folder / "samples.npy").unlink()
-    assert restore_with(params, folder, data_files) == Progress(0)
+    assert restore_with(params, folder, data_files) == Position(0)
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"warning: the checkpoint in {folder} cannot be used (")
     assert line.endswith("); starting afresh")
@@ -223,7 +223,7 @@ def test_resume_false_starts_afresh(tmp_path, data_files, capsys):
     capsys.readouterr()
     no_resume = params.model_copy(update={"train": params.train.model_copy(
         update={"resume": False})})
-    assert restore_with(no_resume, tmp_path / "ckpt", data_files) == Progress(0)
+    assert restore_with(no_resume, tmp_path / "ckpt", data_files) == Position(0)
     assert "starting afresh: train.resume is false" in capsys.readouterr().err
 
 

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vaepipe.evaluation import (Evaluator, confusion_matrix, per_image_bounds, samples_per_chunk,
-                                summarize)
-from vaepipe.model import VAE
+from vaepipe import progress
+from vaepipe.evaluation import (Evaluator, confusion_matrix, evaluate_stage, per_image_bounds,
+                                samples_per_chunk, summarize)
+from vaepipe.model import VAE, save_model
+from vaepipe.params import load_params
+
+from conftest import PROJECT_PARAMS
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +130,23 @@ def test_chunked_bounds_equal_the_whole_computation_bit_for_bit(model, images):
         chunked = [t.numpy() for t in bounds(x, eps, 6 * 12)]  # 5 chunks of 12 samples
         for a, b in zip(whole, chunked):
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_stage_in_a_log_shows_the_images_done_once_a_batch(model, images, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(progress, "LINE_EVERY_SECONDS", 0)  # as if every batch took a minute
+    save_model(model, tmp_path / "vae")
+    (tmp_path / "prepared").mkdir()
+    for split in ("test", "val"):
+        np.savez(tmp_path / "prepared" / f"{split}.npz", images=images,
+                 labels=np.arange(12, dtype=np.uint8) % 10)
+    params = load_params(PROJECT_PARAMS)
+    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+        update={"iwae_samples": 10, "batch_size": 5})})
+    evaluate_stage(params, tmp_path / "vae", tmp_path / "prepared", tmp_path / "metrics.json",
+                   tmp_path / "predictions.csv")
+    lines = capsys.readouterr().err.splitlines()
+    for split in ("test", "val"):  # 12 images, 5 a batch: the lines of the first two
+        shown = [line.split("|")[2].split(" [")[0] for line in lines
+                 if line.startswith(f"evaluating {split}: ")]
+        assert shown == [" 5/12", " 10/12"]

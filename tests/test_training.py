@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from vaepipe import progress
 from vaepipe.errors import PipelineError
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
@@ -198,3 +199,17 @@ def test_measure_every_logs_the_measured_epochs_and_one_sample_row_each(tmp_path
     logged = (tmp_path / "live" / "plots" / "metrics" / "val" / "vae_loss.tsv").read_text()
     assert [line.split("\t")[0] for line in logged.splitlines()[1:]] == ["1", "3", "4"]
     assert np.load(tmp_path / "samples.npy").shape == (3, 10, 784)
+
+
+def test_an_epoch_in_a_log_shows_its_steps_once_a_compiled_call(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LINE_EVERY_SECONDS", 0)  # as if every call took a minute
+    images, labels = tiny_images()
+    write_prepared(tmp_path / "prepared", images, labels)
+    train(tiny_params(epochs=1), tmp_path / "prepared", tmp_path / "model",
+          tmp_path / "samples.npy", tmp_path / "live", None)
+    lines = capsys.readouterr().err.splitlines()
+    # 6 steps, 3 a call: the line of the first call, then the epoch's own
+    [in_epoch] = [line for line in lines if line.startswith("epoch 1: ")]
+    assert in_epoch.startswith("epoch 1:  50%|") and "| 3/6 [" in in_epoch
+    assert in_epoch.endswith(("step/s]", "s/step]"))  # the rate
+    assert lines[-1].startswith("epoch 1/1  vae loss")

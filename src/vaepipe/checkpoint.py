@@ -37,7 +37,9 @@ NOT_IN_FINGERPRINT = ("resume", "checkpoint_every", "checkpoint_minutes")
 
 
 @dataclass(frozen=True)
-class Progress:
+class Position:
+    """How far training got: whole epochs, and chunks of the epoch under way."""
+
     epochs_done: int
     chunks_done: int = 0  # in the epoch under way
 
@@ -114,10 +116,10 @@ class Checkpoints:
         if self.enabled:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def restore(self, model, optimizer, live_dir: Path) -> tuple[Progress, list[np.ndarray]]:
+    def restore(self, model, optimizer, live_dir: Path) -> tuple[Position, list[np.ndarray]]:
         """Load the checkpoint into the model, the optimizer and `live_dir` if it fits this
-        run; the progress it records and the sample rows so far (none for a fresh start)."""
-        fresh = Progress(0), []
+        run; the position it records and the sample rows so far (none for a fresh start)."""
+        fresh = Position(0), []
         if not self.enabled or not (self.folder / STATE_FILE).exists():
             return fresh
         if not self.resume:
@@ -129,32 +131,32 @@ class Checkpoints:
                 self.discard(f"the checkpoint in {self.folder} was made with "
                              f"{_differences(state['fingerprint'], self.fingerprint)}")
                 return fresh
-            progress = Progress(state["epochs_done"], state["chunks_done"])
+            position = Position(state["epochs_done"], state["chunks_done"])
             with np.load(self.folder / VARIABLES_FILE, allow_pickle=False) as saved:
                 _assign(model.weights, saved, "model")
                 _assign(optimizer.variables, saved, "optimizer")
             samples = list(np.load(self.folder / SAMPLES_FILE, allow_pickle=False))
-            if len(samples) != self.params.measured_epochs(progress.epochs_done):
-                raise ValueError(f"{len(samples)} sample rows for {progress.epochs_done} epochs")
+            if len(samples) != self.params.measured_epochs(position.epochs_done):
+                raise ValueError(f"{len(samples)} sample rows for {position.epochs_done} epochs")
             shutil.copytree(self.folder / LIVE_DIR, live_dir, dirs_exist_ok=True)
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
             self._say(f"warning: the checkpoint in {self.folder} cannot be used "
                       f"({type(error).__name__}: {error}); starting afresh")
             self.remove()
             return fresh
-        where = f" (chunk {progress.chunks_done + 1})" if progress.chunks_done else ""
-        self._say(f"resuming at epoch {progress.epochs_done + 1}{where} from {self.folder}")
-        return progress, samples
+        where = f" (chunk {position.chunks_done + 1})" if position.chunks_done else ""
+        self._say(f"resuming at epoch {position.epochs_done + 1}{where} from {self.folder}")
+        return position, samples
 
-    def due(self, progress: Progress, total_epochs: int) -> bool:
+    def due(self, position: Position, total_epochs: int) -> bool:
         """At every `checkpoint_every` epochs (not the last: the outputs follow at once), and
         whenever `checkpoint_minutes` have passed since the last save."""
-        if not self.enabled or progress.epochs_done >= total_epochs:
+        if not self.enabled or position.epochs_done >= total_epochs:
             return False
-        at_epoch = progress.chunks_done == 0 and progress.epochs_done % self.every_epochs == 0
+        at_epoch = position.chunks_done == 0 and position.epochs_done % self.every_epochs == 0
         return at_epoch or time.monotonic() - self.last_saved >= self.every_seconds
 
-    def save(self, model, optimizer, progress: Progress, samples: list[np.ndarray],
+    def save(self, model, optimizer, position: Position, samples: list[np.ndarray],
              live_dir: Path) -> None:
         if not self.enabled:
             return
@@ -164,7 +166,7 @@ class Checkpoints:
             np.savez(staging / VARIABLES_FILE, **variables)
             np.save(staging / SAMPLES_FILE, np.asarray(samples, np.float32))
             shutil.copytree(live_dir, staging / LIVE_DIR)
-            state = {"epochs_done": progress.epochs_done, "chunks_done": progress.chunks_done,
+            state = {"epochs_done": position.epochs_done, "chunks_done": position.chunks_done,
                      "fingerprint": self.fingerprint}
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         self.last_saved = time.monotonic()

@@ -29,6 +29,7 @@ from vaepipe.data import (IMAGE_SHAPE, PROVENANCE, TEST_IMAGES, TEST_LABELS, TRA
 from vaepipe.errors import PipelineError
 from vaepipe.files import atomic_dir
 from vaepipe.params import DataParams
+from vaepipe.progress import progress_bar
 
 
 class FilePins(NamedTuple):
@@ -52,7 +53,6 @@ CHUNK_BYTES = 1 << 16
 # train-images-idx3-ubyte's size: no MNIST file is larger, so reading stops one byte past it.
 MAX_IDX_BYTES = 47_040_016
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-PROGRESS_MIN_BYTES = 1 << 20  # smaller transfers finish too fast to need a progress line
 
 Files = dict[str, bytes]  # file name -> verified uncompressed content
 
@@ -79,32 +79,6 @@ def _gunzip_verified(label: str, gz_content: bytes, pin: FilePins) -> bytes:
     return raw
 
 
-class _Progress:
-    """Progress of one transfer on stderr: a line redrawn in place on a terminal, a few lines
-    (every quarter, or every 10 MiB when the size is unknown) otherwise."""
-
-    def __init__(self, label: str, total: int | None):
-        self.label, self.total = label, total
-        self.on_tty = sys.stderr.isatty()
-        self.silent = total is not None and total < PROGRESS_MIN_BYTES
-        self.step = 1 if self.on_tty else (25 if total else 10)  # in percent, or in MiB
-        self.shown = 0
-
-    def update(self, done: int) -> None:
-        mark = done * 100 // self.total if self.total else done >> 20
-        if self.silent or mark < self.shown + self.step:
-            return
-        self.shown = mark
-        of_total = f" of {self.total / 2**20:.1f} MiB ({mark}%)" if self.total else ""
-        line = f"{self.label}: {done / 2**20:.1f} MiB{of_total}"
-        print(f"\r{line}" if self.on_tty else line, end="" if self.on_tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.on_tty and self.shown:
-            print(file=sys.stderr)  # end the line redrawn in place
-
-
 def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
@@ -114,13 +88,12 @@ def _http_get(url: str, timeout: float) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            progress = _Progress(file_name, int(length) if length and length.isdigit() else None)
-            chunks, done = [], 0
-            while chunk := response.read(CHUNK_BYTES):
-                chunks.append(chunk)
-                done += len(chunk)
-                progress.update(done)
-            progress.close()
+            with progress_bar(int(length) if length and length.isdigit() else None, file_name,
+                              "B", unit_scale=True) as bar:
+                chunks = []
+                while chunk := response.read(CHUNK_BYTES):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
             return b"".join(chunks)
     except urllib.error.HTTPError as error:
         raise SourceFailed(f"{file_name}: HTTP {error.code} {error.reason}") from None

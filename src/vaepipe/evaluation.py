@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from vaepipe.binarization import make_binarization
 from vaepipe.data import load_split
@@ -22,6 +21,7 @@ from vaepipe.devices import evaluation_device, set_up_tensorflow
 from vaepipe.files import staged_outputs, write_json
 from vaepipe.model import NUM_DIGITS, VAE, kl_to_standard_normal, load_model, to_float_images
 from vaepipe.params import Params
+from vaepipe.progress import WorkBar, progress_bar
 from vaepipe.tf_runtime import tf
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -106,11 +106,12 @@ class Evaluator:
                 *self.model.conditioning.predictions(self.model, x))
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
-                 progress=None) -> tuple[dict, np.ndarray | None]:
+                 bar: WorkBar | None = None) -> tuple[dict, np.ndarray | None]:
         """Metrics for one split, and the classifier's prediction for each image (None for an
         unconditional model).
 
-        `stream` keeps the noise of different splits apart while staying a function of the seed.
+        `stream` keeps the noise of different splits apart while staying a function of the seed;
+        `bar` counts the images, once a batch.
         """
         columns = [[], [], [], []]
         for batch, start in enumerate(range(0, len(images), self.batch_size)):
@@ -119,8 +120,8 @@ class Evaluator:
             eps = self._noise(tf.constant(len(x)), index)
             for column, values in zip(columns, self._bounds(x, eps)):
                 column.append(values.numpy())
-            if progress is not None:
-                progress.update(len(x))
+            if bar is not None:
+                bar.update(len(x))
         iwae, reconstruction, kl, predictions = (np.concatenate(c) if c else None
                                                  for c in columns)
         return summarize(iwae, reconstruction, kl, labels, predictions), predictions
@@ -195,10 +196,9 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
         metrics, predictions = {}, {}
         for stream, split in enumerate(("test", "val")):
             data = load_split(prepared_dir, split)
-            with tqdm(total=len(data.images), desc=f"evaluating {split}", unit="image",
-                      leave=False, disable=not sys.stderr.isatty()) as progress:
+            with progress_bar(len(data.images), f"evaluating {split}", "image") as bar:
                 split_metrics, predicted = evaluator.evaluate(
-                    binarization.split(data.images, split), data.labels, stream, progress)
+                    binarization.split(data.images, split), data.labels, stream, bar)
             metrics[split] = with_nll(split_metrics, measures)
             predictions[split] = predictions_table(data.labels, predicted)
             m = metrics[split]

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 from dvclive import Live
-from tqdm import tqdm
 
 from vaepipe.binarization import make_binarization
-from vaepipe.checkpoint import Checkpoints, Progress
+from vaepipe.checkpoint import Checkpoints, Position
 from vaepipe.data import load_split
 from vaepipe.devices import describe, is_chief, is_multi_worker, select_strategy, set_up_tensorflow
 from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
 from vaepipe.model import VAE, save_model, to_float_images
 from vaepipe.params import IWAE_SCHEDULE_STAGES, Params
+from vaepipe.progress import WorkBar, progress_bar
 from vaepipe.tf_runtime import keras, tf
 
 METRICS_BATCH = 2000  # images per call when measuring losses over a whole split
@@ -59,8 +59,16 @@ def index_chunks(n_images: int, batch_size: int, steps_per_execution: int, seed:
             .batch(steps_per_execution)
             .repeat()
             .skip(skip_chunks)
-            .map(tf.transpose)
+            .map(_batch_major)
             .prefetch(1))
+
+
+def _batch_major(chunk):
+    """A chunk's (steps, batch) indices as (batch, steps), by a gather: oneDNN's transpose has
+    no integer kernel on CPUs and logs an error each time it falls back."""
+    steps, batch = tf.unstack(tf.shape(chunk, out_type=tf.int64))
+    flat_positions = tf.range(batch)[:, None] + tf.range(steps)[None, :] * batch
+    return tf.gather(tf.reshape(chunk, [-1]), flat_positions)
 
 
 def chunks_per_epoch(steps_per_epoch: int, params: Params) -> int:
@@ -257,10 +265,11 @@ class Trainer:
         return self.model.conditioning.per_image_measures(reconstruction + kl, logits, labels)
 
     def train_epoch(self, chunks: Chunks, steps: int, epoch: int, start_chunk: int = 0,
-                    after_chunk=None, progress: tqdm | None = None) -> None:
+                    after_chunk=None, bar: WorkBar | None = None) -> None:
         """Run one epoch of `steps` train steps, one compiled call per chunk, from chunk
         `start_chunk` on; stop at the first chunk in which a loss term went non-finite.
-        `after_chunk(chunks_done)` runs after each chunk (checkpoints, Ctrl-C)."""
+        `after_chunk(chunks_done)` runs after each chunk (checkpoints, Ctrl-C); `bar` counts
+        the steps, once a compiled call."""
         per_call = self.params.train.steps_per_execution
         for chunk, done in enumerate(range(0, steps, per_call)):
             if chunk < start_chunk:
@@ -273,8 +282,8 @@ class Trainer:
                     raise Diverged(f"epoch {epoch}, step {done + int(replica_step) + 1} of "
                                    f"{steps}", f"the {' and '.join(terms)} term"
                                    f"{'s' if len(terms) > 1 else ''}", self.params)
-            if progress is not None:
-                progress.update(min(per_call, steps - done))
+            if bar is not None:
+                bar.update(min(per_call, steps - done))
             if after_chunk is not None:
                 after_chunk(chunk + 1)
 
@@ -332,7 +341,7 @@ class CtrlC:
 
 
 def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: Path,
-               checkpoints: Checkpoints, start: Progress,
+               checkpoints: Checkpoints, start: Position,
                samples: list[np.ndarray]) -> np.ndarray:
     """Train from `start` to the configured epochs, logging each; return the sample rows
     (epochs, 10, 784)."""
@@ -348,22 +357,22 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
     measured = {split: (trainer.binarization.split(data.images, split), data.labels)
                 for split, data in (("train", train_split), ("val", val_split))}
 
-    def checkpoint_if_due(progress: Progress, ctrl_c: CtrlC) -> None:
-        if checkpoints.due(progress, params.epochs) or ctrl_c.pressed:
-            checkpoints.save(trainer.model, trainer.optimizer, progress, samples, live_dir)
+    def checkpoint_if_due(position: Position, ctrl_c: CtrlC) -> None:
+        if checkpoints.due(position, params.epochs) or ctrl_c.pressed:
+            checkpoints.save(trainer.model, trainer.optimizer, position, samples, live_dir)
         if ctrl_c.pressed:
             raise KeyboardInterrupt
 
     with CtrlC() as ctrl_c:
         for epoch in range(start.epochs_done + 1, params.epochs + 1):
             started = time.perf_counter()
-            with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False,
-                      disable=not sys.stderr.isatty()) as progress:
+            first_chunk = start.chunks_done if epoch == start.epochs_done + 1 else 0
+            steps_done = min(first_chunk * params.train.steps_per_execution, steps_per_epoch)
+            with progress_bar(steps_per_epoch, f"epoch {epoch}", "step",
+                              initial=steps_done) as bar:
                 trainer.train_epoch(
-                    chunks, steps_per_epoch, epoch,
-                    start.chunks_done if epoch == start.epochs_done + 1 else 0,
-                    lambda done: checkpoint_if_due(Progress(epoch - 1, done), ctrl_c),
-                    progress)
+                    chunks, steps_per_epoch, epoch, first_chunk,
+                    lambda done: checkpoint_if_due(Position(epoch - 1, done), ctrl_c), bar)
             if params.is_measured(epoch):
                 metrics = measure_epoch(trainer, measured, epoch)
                 samples.append(next(rows))
@@ -377,7 +386,7 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
             else:
                 print(format_epoch(epoch, params.epochs, None, None,
                                    time.perf_counter() - started), file=sys.stderr)
-            checkpoint_if_due(Progress(epoch), ctrl_c)
+            checkpoint_if_due(Position(epoch), ctrl_c)
     return np.stack(samples).astype(np.float32)
 
 
