@@ -231,5 +231,6 @@ def test_an_unknown_architecture_in_a_config_is_one_line(tmp_path):
     save_model(small_vae(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architecture": "rnn"}))
-    with pytest.raises(PipelineError, match=r"config.json: not a vaepipe model config \('rnn'\)"):
+    with pytest.raises(PipelineError, match=r"config.json: architecture: must be one of mlp, "
+                                            r"conv; got 'rnn'; rerun `dvc repro train`"):
         load_model(tmp_path)
