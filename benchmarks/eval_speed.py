@@ -58,13 +58,15 @@ def evaluated_model(params):
 
 
 def time_project(params, images, labels, samples: int) -> dict:
-    from vaepipe.devices import evaluation_device, set_up_tensorflow
+    from vaepipe.devices import evaluation_device, set_up_tensorflow, use_xla
     from vaepipe.evaluation import Evaluator
     from vaepipe.tf_runtime import tf
     batch = params.evaluate.batch_size
-    with tf.device(evaluation_device(params.train, set_up_tensorflow(params.seed))):
-        evaluator = Evaluator(evaluated_model(params), samples, batch, params.seed,
-                              params.train.jit_compile)
+    device = evaluation_device(params.train, set_up_tensorflow(params.seed))
+    with tf.device(device):
+        model = evaluated_model(params)
+        evaluator = Evaluator(model, samples, batch, params.seed,
+                              use_xla(params.train.jit_compile, model, device=device)[0])
         started = time.perf_counter()
         evaluator.evaluate(images[:batch], labels[:batch])
         first = time.perf_counter() - started

@@ -3,16 +3,14 @@
 import _environment  # noqa: F401  (first: says so when .venv is not active)
 
 from vaepipe.data import prepare
-from vaepipe.errors import run_stage
-from vaepipe.files import remove_pipeline_leftovers
+from vaepipe.files import run_pipeline_stage
 from vaepipe.params import load_params
 
 
 def main() -> None:
-    remove_pipeline_leftovers()
     data = load_params().data
     prepare("data/raw", "data/prepared", data.validation_size, data.split_seed)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_pipeline_stage(main)

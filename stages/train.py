@@ -2,17 +2,15 @@
 
 import _environment  # noqa: F401  (first: says so when .venv is not active)
 
-from vaepipe.errors import run_stage
-from vaepipe.files import remove_pipeline_leftovers
+from vaepipe.files import run_pipeline_stage
 from vaepipe.params import load_params
 from vaepipe.training import train
 
 
 def main() -> None:
-    remove_pipeline_leftovers()
     train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train",
           checkpoint_dir=".checkpoints/train")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_pipeline_stage(main)

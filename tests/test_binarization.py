@@ -1,6 +1,7 @@
 import numpy as np
 
-from vaepipe.binarization import Dynamic, Intensities, make_binarization
+from vaepipe import family
+from vaepipe.binarization import Dynamic, Intensities
 from vaepipe.tf_runtime import tf
 
 
@@ -38,7 +39,7 @@ def test_a_split_has_one_fixed_draw_from_the_split_seed():
 
 def test_none_leaves_the_intensities_alone():
     images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
-    binarization = make_binarization("none", 0)
+    binarization = family.build("binarization", {"binarization": "none"})
     assert isinstance(binarization, Intensities)
     assert binarization.split(images, "test") is images
     x = tf.constant([[0.25]])

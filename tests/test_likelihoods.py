@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from vaepipe.likelihoods import Bernoulli, Gaussian, gaussian_nll, make_likelihood
+from vaepipe import family
+from vaepipe.likelihoods import Bernoulli, Gaussian, gaussian_nll
 from vaepipe.tf_runtime import tf
 
 
@@ -45,7 +46,8 @@ def test_gaussian_is_the_articles_density_and_its_mean_is_the_output():
 
 @pytest.mark.parametrize("name, kind, activation", [("gaussian", Gaussian, "sigmoid"),
                                                     ("bernoulli", Bernoulli, None)])
-def test_make_likelihood_picks_the_decoders_output(name, kind, activation):
-    likelihood = make_likelihood(name, 0.5)
+def test_the_family_builds_each_likelihood_with_the_decoders_output(name, kind, activation):
+    likelihood = family.build("likelihood", {"likelihood": name, "decoder_std": 0.25})
     assert isinstance(likelihood, kind)
     assert likelihood.output_activation == activation
+    assert getattr(likelihood, "std", 0.25) == 0.25  # the Gaussian's is decoder_std

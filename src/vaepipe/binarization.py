@@ -44,10 +44,3 @@ class Dynamic:
         rng = np.random.default_rng([self.split_seed, SPLIT_STREAMS[split]])
         draw = rng.random(images.shape) < images / 255.0
         return (draw * 255).astype(np.uint8)
-
-
-BINARIZATIONS = {"none": lambda split_seed: Intensities(), "dynamic": Dynamic}
-
-
-def make_binarization(name: str, split_seed: int):
-    return BINARIZATIONS[name](split_seed)

@@ -1,7 +1,7 @@
 """What the decoder sees besides z: the article's digit classifier c(x), or nothing.
 
-Each variant is one class behind the same interface, picked in one place (`make_conditioning`,
-from `conditioning` in params.yaml); the model, training, evaluation and the figures ask it
+Each variant is one class behind the same interface, picked in one place (family.py, from
+`conditioning` in params.yaml); the model, training, evaluation and the figures ask it
 rather than test which one it is.
 """
 
@@ -26,7 +26,6 @@ class Classifier:
     """The article's: a classifier c(x) trained on the labels beside the VAE, its digit
     probabilities given to the decoder with z; so p(x|z, c) can be told which digit to draw."""
 
-    name = "classifier"
     width = NUM_DIGITS  # decoder inputs besides z
     digits = tuple(range(NUM_DIGITS))  # what the decoder can be told to draw
     loss_terms = ("reconstruction", "KL", "classifier cross-entropy")
@@ -78,7 +77,6 @@ class Classifier:
 class Unconditioned:
     """No classifier and no labels: the decoder sees z alone, the bound is one of log p(x)."""
 
-    name = "none"
     width = 0
     digits = ()
     loss_terms = ("reconstruction", "KL")
@@ -108,10 +106,3 @@ class Unconditioned:
         latents = np.random.default_rng(seed).standard_normal((NUM_DIGITS, model.z_dim))
         while True:
             yield model.decode(latents.astype(np.float32)).numpy()
-
-
-CONDITIONINGS = {variant.name: variant for variant in (Classifier, Unconditioned)}
-
-
-def make_conditioning(name: str) -> Classifier | Unconditioned:
-    return CONDITIONINGS[name]()

@@ -1,12 +1,12 @@
 """Where TensorFlow runs: determinism, the distribution strategy, and which process writes.
 
-`train.strategy` picks one of four builders, each `(train params, visible GPUs) -> Strategy`:
-- auto: one GPU when TensorFlow sees one (or the CPU, or what `train.device` names);
-- one_device: the same, said explicitly;
+`train.strategy` picks one of three builders, each `(train params, visible GPUs) -> Strategy`:
+- one_device: one GPU when TensorFlow sees one (or the CPU, or what `train.device` names);
 - mirrored: MirroredStrategy over every visible GPU, or over `train.cpu_replicas` logical CPU
   devices when there is none (or `train.device` is cpu), so the path runs on any machine;
-- multi_worker: MultiWorkerMirroredStrategy, one replica per worker process, configured by the
-  standard TF_CONFIG environment variable.
+- multi_worker: MultiWorkerMirroredStrategy over each worker's GPUs (none with `train.device`
+  cpu), configured by the standard TF_CONFIG environment variable.
+`use_xla` is the one place that decides whether training and evaluation are XLA-compiled.
 """
 
 import json
@@ -90,11 +90,12 @@ def require_tf_config(environ=os.environ) -> dict:
 
 def _multi_worker(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
     require_tf_config()
+    if gpus and not _wanted_gpus(train, gpus):
+        tf.config.set_visible_devices([], "GPU")  # the strategy takes every visible GPU
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 STRATEGIES: dict[str, Callable[[TrainParams, list], tf.distribute.Strategy]] = {
-    "auto": _one_device,
     "one_device": _one_device,
     "mirrored": _mirrored,
     "multi_worker": _multi_worker,
@@ -122,6 +123,22 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def describe(strategy: tf.distribute.Strategy) -> str:
     return f"{type(strategy).__name__} on {', '.join(strategy.extended.worker_devices)}"
+
+
+def use_xla(jit_compile, model, strategy: tf.distribute.Strategy | None = None,
+            device: str = "") -> tuple[bool, str]:
+    """Whether to XLA-compile `model`'s work on the strategy's devices (or on `device`), and
+    why, in words for the log: `train.jit_compile` auto compiles where the architecture
+    compiles well (on a GPU every architecture; on a CPU the MLP, not convolutions)."""
+    if jit_compile != "auto":
+        return jit_compile, f"train.jit_compile: {str(jit_compile).lower()}"
+    devices = strategy.extended.worker_devices if strategy is not None else [device]
+    on_gpu = any("GPU" in name.upper() for name in devices)
+    architecture = model.config["architecture"]
+    if on_gpu or model.architecture.xla_on_cpu:
+        return True, f"train.jit_compile: auto, {architecture} on a {'GPU' if on_gpu else 'CPU'}"
+    return False, (f"train.jit_compile: auto, {architecture} on a CPU, where XLA's convolutions "
+                   f"are slow; true forces it")
 
 
 def evaluation_device(train: TrainParams, gpus: list) -> str:

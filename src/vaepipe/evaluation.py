@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vaepipe.binarization import make_binarization
+from vaepipe import family
 from vaepipe.data import load_split
-from vaepipe.devices import evaluation_device, set_up_tensorflow
+from vaepipe.devices import evaluation_device, set_up_tensorflow, use_xla
 from vaepipe.files import staged_outputs, write_json
 from vaepipe.model import NUM_DIGITS, VAE, kl_to_standard_normal, load_model, to_float_images
 from vaepipe.params import Params
@@ -147,25 +147,11 @@ def summarize(iwae: np.ndarray, reconstruction: np.ndarray, kl: np.ndarray,
     return metrics
 
 
-# What the data under the likelihood is, and so whether the NLL compares with the papers'.
-DATA_MEANING = {
-    ("bernoulli", "dynamic"): "binary pixels (one fixed Bernoulli draw of the split) under a "
-                              "Bernoulli likelihood: comparable with the VAE and IWAE papers' "
-                              "binarized-MNIST NLL",
-    ("bernoulli", "none"): "pixel intensities in [0, 1] scored by a Bernoulli likelihood (not a "
-                           "normalised density of them): not comparable with the papers",
-    ("gaussian", "dynamic"): "binary pixels under a Gaussian density: not comparable with the "
-                             "papers",
-    ("gaussian", "none"): "pixel intensities under a Gaussian density: not comparable with the "
-                          "binarized-MNIST papers",
-}
-
-
 def nll_measures(model: VAE, binarization: str, iwae_samples: int) -> str:
     """What `nll` of metrics.json is, in words."""
     return (f"{model.conditioning.nll_target}, estimated as -(IWAE bound at K = "
             f"{iwae_samples}), an upper bound, in nats per image; "
-            f"{DATA_MEANING[(model.config['likelihood'], binarization)]}")
+            f"{model.likelihood.data_meaning[binarization]}")
 
 
 def with_nll(metrics: dict, measures: str) -> dict:
@@ -186,12 +172,14 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
                    metrics_path: str | Path, predictions_path: str | Path) -> dict:
     """Evaluate the trained model on the test and validation splits; write metrics and
     predictions together, or neither."""
-    with staged_outputs(files=[metrics_path, predictions_path]) as outputs, \
-            tf.device(evaluation_device(params.train, set_up_tensorflow(params.seed))):
+    device = evaluation_device(params.train, set_up_tensorflow(params.seed))
+    with staged_outputs(files=[metrics_path, predictions_path]) as outputs, tf.device(device):
         model = load_model(model_dir)
+        xla, why = use_xla(params.train.jit_compile, model, device=device)
+        print(f"XLA: {'on' if xla else 'off'} ({why})", file=sys.stderr)
         evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
-                              params.seed, params.train.jit_compile)
-        binarization = make_binarization(params.binarization, params.data.split_seed)
+                              params.seed, xla)
+        binarization = family.build("binarization", params)
         measures = nll_measures(model, params.binarization, params.evaluate.iwae_samples)
         metrics, predictions = {}, {}
         for stream, split in enumerate(("test", "val")):

@@ -14,11 +14,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vaepipe.errors import PipelineError
+from vaepipe.errors import PipelineError, run_stage
 from vaepipe.params import read_yaml
 
 # `.NAME.PID.XXXX.tmp` or `.NAME.PID.old` (tempfile's XXXX holds no dot)
@@ -52,8 +52,8 @@ def _is_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: it exists
+        pass
     return True
 
 
@@ -91,6 +91,15 @@ def remove_pipeline_leftovers(dvc_yaml: str | os.PathLike = "dvc.yaml") -> None:
     for folder in _output_folders(dvc_yaml) if dvc_yaml.is_file() else ():
         if folder.is_dir():
             remove_leftovers(folder)
+
+
+def run_pipeline_stage(main: Callable[[], None]) -> None:
+    """A DVC stage's entry point: first the leftovers of runs killed outright are removed, then
+    `main` runs; any problem of either is one line (errors.run_stage)."""
+    def cleaned_then_main() -> None:
+        remove_pipeline_leftovers()
+        main()
+    run_stage(cleaned_then_main)
 
 
 def require_writable(folder: Path) -> None:

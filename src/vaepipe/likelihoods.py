@@ -1,7 +1,8 @@
 """The decoder's likelihood p(x|z): what its output means and how it scores an image.
 
 Each likelihood says which activation ends the decoder, log p(x|decoder output) per image and
-the mean image E[x|z] that figures draw. `make_likelihood` is the one place that picks one.
+the mean image E[x|z] that figures draw, and what its NLL means on the data each binarization
+gives (keyed by binarization). family.py picks one.
 """
 
 import math
@@ -13,9 +14,14 @@ class Gaussian:
     """The article's N(f(z), std^2 I): the decoder outputs the mean through a sigmoid."""
 
     output_activation = "sigmoid"
+    data_meaning = {
+        "dynamic": "binary pixels under a Gaussian density: not comparable with the papers",
+        "none": "pixel intensities under a Gaussian density: not comparable with the "
+                "binarized-MNIST papers",
+    }
 
-    def __init__(self, std: float):
-        self.std = float(std)
+    def __init__(self, decoder_std: float):
+        self.std = float(decoder_std)
 
     def log_prob(self, x, output):
         return -gaussian_nll(x, output, self.std)
@@ -29,6 +35,12 @@ class Bernoulli:
     from them without ever rounding sigmoid(l) to 0 or 1."""
 
     output_activation = None
+    data_meaning = {
+        "dynamic": "binary pixels (one fixed Bernoulli draw of the split) under a Bernoulli "
+                   "likelihood: comparable with the VAE and IWAE papers' binarized-MNIST NLL",
+        "none": "pixel intensities in [0, 1] scored by a Bernoulli likelihood (not a normalised "
+                "density of them): not comparable with the papers",
+    }
 
     def log_prob(self, x, output):
         # x log sigmoid(l) + (1 - x) log sigmoid(-l) = -(max(l, 0) - l x + log(1 + e^-|l|));
@@ -39,13 +51,6 @@ class Bernoulli:
 
     def mean(self, output):
         return tf.sigmoid(output)
-
-
-LIKELIHOODS = {"gaussian": Gaussian, "bernoulli": lambda std: Bernoulli()}  # std: Gaussian's
-
-
-def make_likelihood(name: str, decoder_std: float):
-    return LIKELIHOODS[name](decoder_std)
 
 
 def gaussian_nll(x, mean, std: float):

@@ -2,86 +2,38 @@
 
 Encoder q(z|x) = N(mu(x), diag(var(x))), digit classifier c(x) = softmax(logits(x)), decoder
 p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are float32 rows of
-784 pixel intensities in [0, 1]. The family: `likelihood` bernoulli makes f output logits
-(likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z alone
-(conditioning.py), `architecture` conv puts convolutions in the encoder and transposed ones in
-the decoder.
+784 pixel intensities in [0, 1]. The family (family.py): `likelihood` bernoulli makes f output
+logits (likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z
+alone (conditioning.py), `architecture` conv puts convolutions in the encoder and transposed
+ones in the decoder (architectures.py).
 """
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from vaepipe.conditioning import make_conditioning
-from vaepipe.data import IMAGE_SHAPE, NUM_DIGITS
+from vaepipe import family
+from vaepipe.architectures import IMAGE_PIXELS
+from vaepipe.data import NUM_DIGITS
 from vaepipe.errors import PipelineError
-from vaepipe.likelihoods import make_likelihood
 from vaepipe.params import NetworkConfig, validated
 from vaepipe.tf_runtime import keras, tf
 
-IMAGE_PIXELS = math.prod(IMAGE_SHAPE)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
-# The article's model; a config.json without these keys (saved before the family) is that model,
-# and a saved config leaves out the ones at these values, so that the article's stays as it was.
-ARTICLE_FAMILY = {"likelihood": "gaussian", "conditioning": "classifier", "architecture": "mlp",
-                  "conv_filters": [32, 64]}
-CONV_SIDE = IMAGE_SHAPE[0] // 4  # two stride-2 convolutions halve 28 twice
 
 
-def _dense(hidden_layers, activation: str) -> list:
-    return [keras.layers.Dense(size, activation=activation) for size in hidden_layers]
+def _as_saved(value):
+    """A value as config.json holds it: lists for tuples."""
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _mlp(hidden_layers, activation: str, output_size: int | None = None, output_activation=None,
-         name: str = "") -> keras.Sequential:
-    """Dense hidden layers, then an optional linear (or `output_activation`) output layer."""
-    layers = _dense(hidden_layers, activation)
-    if output_size is not None:
-        layers.append(keras.layers.Dense(output_size, activation=output_activation))
-    return keras.Sequential(layers, name=name)
-
-
-def _mlp_encoder(config: dict) -> keras.Sequential:
-    return _mlp(config["encoder_layers"], config["activation"], name="encoder")
-
-
-def _mlp_decoder(config: dict, output_activation) -> keras.Sequential:
-    return _mlp(config["decoder_layers"], config["activation"], IMAGE_PIXELS, output_activation,
-                name="decoder")
-
-
-def _conv_encoder(config: dict) -> keras.Sequential:
-    """The keras-io VAE's encoder: two stride-2 convolutions, then `encoder_layers`."""
-    activation, (first, second) = config["activation"], config["conv_filters"]
-    return keras.Sequential([
-        keras.layers.Reshape((*IMAGE_SHAPE, 1)),
-        keras.layers.Conv2D(first, 3, strides=2, padding="same", activation=activation),
-        keras.layers.Conv2D(second, 3, strides=2, padding="same", activation=activation),
-        keras.layers.Flatten(),
-        *_dense(config["encoder_layers"], activation),
-    ], name="encoder")
-
-
-def _conv_decoder(config: dict, output_activation) -> keras.Sequential:
-    """The encoder mirrored: `decoder_layers`, a 7 x 7 feature map, transposed convolutions."""
-    activation, (first, second) = config["activation"], config["conv_filters"]
-    return keras.Sequential([
-        *_dense(config["decoder_layers"], activation),
-        keras.layers.Dense(CONV_SIDE * CONV_SIDE * second, activation=activation),
-        keras.layers.Reshape((CONV_SIDE, CONV_SIDE, second)),
-        keras.layers.Conv2DTranspose(second, 3, strides=2, padding="same", activation=activation),
-        keras.layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=activation),
-        keras.layers.Conv2DTranspose(1, 3, padding="same", activation=output_activation),
-        keras.layers.Flatten(),
-    ], name="decoder")
-
-
-# Each architecture's encoder and decoder builders; they are called apart, in the order the
-# model creates its layers, so that the MLP's layer names and weights stay as they were.
-ARCHITECTURES = {"mlp": (_mlp_encoder, _mlp_decoder), "conv": (_conv_encoder, _conv_decoder)}
+# The keys the family added to config.json, at the article's values: a config without them
+# (saved before the family) is the article's model, and a saved config leaves out the ones at
+# these values, so that the article's stays as it was.
+ARTICLE_FAMILY = {key: _as_saved(family.article_value(key))
+                  for key in ("likelihood", "conditioning", "architecture", "conv_filters")}
 
 
 class VAE(keras.Model):
@@ -108,16 +60,18 @@ class VAE(keras.Model):
         }
         self.z_dim = int(z_dim)
         self.decoder_std = float(decoder_std)
-        self.likelihood = make_likelihood(likelihood, decoder_std)
-        self.conditioning = make_conditioning(conditioning)
-        build_encoder, build_decoder = ARCHITECTURES[architecture]
+        self.likelihood = family.build("likelihood", self.config)
+        self.conditioning = family.build("conditioning", self.config)
+        self.architecture = family.build("architecture", self.config)
+        # Built in this order, so that the article's layer names and weights stay as they were.
         # mu and the variance share the encoder's hidden layers, as in the article.
-        self.encoder_net = build_encoder(self.config)
+        self.encoder_net = self.architecture.encoder(self.config)
         self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
         self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
         self.classifier_net = self.conditioning.build_network(digit_classification_layers,
                                                               activation)
-        self.decoder_net = build_decoder(self.config, self.likelihood.output_activation)
+        self.decoder_net = self.architecture.decoder(self.config,
+                                                     self.likelihood.output_activation)
         self.build_all()
 
     def build_all(self) -> None:

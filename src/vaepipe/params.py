@@ -20,15 +20,16 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from vaepipe.errors import PipelineError
+from vaepipe.family import FAMILY, unread_keys, value_of
 
 Activation = Literal["sigmoid", "relu", "tanh", "elu", "selu", "softplus", "gelu", "swish",
                      "linear"]
 Device = Literal["auto", "cpu", "gpu"]
-Strategy = Literal["auto", "one_device", "mirrored", "multi_worker"]
-Likelihood = Literal["gaussian", "bernoulli"]
-Binarization = Literal["none", "dynamic"]
-Conditioning = Literal["classifier", "none"]
-Architecture = Literal["mlp", "conv"]
+Strategy = Literal["one_device", "mirrored", "multi_worker"]
+Likelihood = Literal[FAMILY["likelihood"].values]
+Binarization = Literal[FAMILY["binarization"].values]
+Conditioning = Literal[FAMILY["conditioning"].values]
+Architecture = Literal[FAMILY["architecture"].values]
 LearningRateSchedule = Literal["constant", "iwae"]
 Checked = TypeVar("Checked", bound=BaseModel)
 
@@ -36,12 +37,8 @@ MNIST_TRAIN_IMAGES = 60000  # the canonical training set, before the validation 
 MAX_SEED = 2**32 - 1
 MAX_DECODED_PER_BATCH = 200_000  # evaluation images x samples per batch: 0.6 GB of decoded pixels
 IWAE_SCHEDULE_STAGES = 8  # the IWAE paper: stage i lasts 3^i epochs at learning_rate x 10^(-i/7)
+CPU_REPLICAS_UNREAD = 2  # params.yaml's train.cpu_replicas, kept where nothing reads it
 IWAE_SCHEDULE_EPOCHS = sum(3**i for i in range(IWAE_SCHEDULE_STAGES))  # 3280
-# A key that a variant of the model family does not use must keep the article's value, so that
-# a setting that would change nothing is never silently accepted.
-UNUSED_UNLESS = {"decoder_std": ("likelihood", "gaussian", 0.5),
-                 "digit_classification_weight": ("conditioning", "classifier", 10.0),
-                 "conv_filters": ("architecture", "conv", (32, 64))}
 
 
 def limit(description: str, low: str = "", high: str = "", **bounds) -> Any:
@@ -53,6 +50,20 @@ def limit(description: str, low: str = "", high: str = "", **bounds) -> Any:
 def _as_yaml(value: Any) -> str:
     """A value as params.yaml writes it: lists in brackets, numbers and words as they are."""
     return repr(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def unused(chosen: str, reader: str, got: Any, kept: Any) -> str:
+    """The problem of a key that `chosen` does not read (only `reader` does)."""
+    return (f"unused with {chosen} (only {reader} reads it), got {_as_yaml(got)}; leave it at "
+            f"{_as_yaml(kept)}")
+
+
+def _auto_or_bool(value: Any) -> Any:
+    """A Literal alone would take 1 for true."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise PydanticCustomError("problem", "{problem}", {
+        "problem": f"must be one of auto, true, false; got {value!r}"})
 
 
 def _empty_for_null(value: Any) -> Any:
@@ -120,10 +131,12 @@ class DataParams(Group):
 
 class TrainParams(Group):
     device: Device = Field(description="where training runs: auto takes a GPU when there is one")
-    strategy: Strategy = Field(description="auto | one_device | mirrored | multi_worker")
+    strategy: Strategy = Field(description="one_device | mirrored | multi_worker")
     cpu_replicas: int = limit("logical CPU devices for `mirrored` on a machine without a GPU",
                               high="each replica is a thread pool of its own", ge=1, le=16)
-    jit_compile: bool = Field(description="XLA-compile the training loop")
+    jit_compile: Annotated[Literal["auto", True, False], BeforeValidator(_auto_or_bool)] = Field(
+        description="XLA-compile training and evaluation: auto does where the architecture "
+                    "compiles well on the device (the log says what was chosen)")
     measure_every: int = limit(
         "epochs between measurements of the losses over the training and validation splits, "
         "each with a sample row (1: every epoch, as the article; the last epoch always)",
@@ -137,6 +150,16 @@ class TrainParams(Group):
     checkpoint_minutes: float = limit(
         "a checkpoint at least this often (wall time), even within an epoch",
         high="a day", ge=0, le=1440)
+
+    @model_validator(mode="after")
+    def _cpu_replicas_are_read(self) -> "TrainParams":
+        kept = CPU_REPLICAS_UNREAD
+        if self.cpu_replicas != kept and (self.strategy != "mirrored" or self.device == "gpu"):
+            chosen = (f"train.strategy: {self.strategy}" if self.strategy != "mirrored"
+                      else "train.device: gpu")
+            raise ParamError("train.cpu_replicas", unused(
+                chosen, "train.strategy: mirrored on a CPU", self.cpu_replicas, kept))
+        return self
 
 
 class EvaluateParams(Group):
@@ -231,12 +254,12 @@ class Params(Group):
 
     @model_validator(mode="after")
     def _every_key_is_used(self) -> "Params":
-        for key, (variant, needs, article) in UNUSED_UNLESS.items():
-            if getattr(self, variant) != needs and getattr(self, key) != article:
-                raise ParamError(key, (
-                    f"unused with {variant}: {getattr(self, variant)} (only {variant}: {needs} "
-                    f"reads it), got {_as_yaml(getattr(self, key))}; leave it at "
-                    f"{_as_yaml(article)}"))
+        """A key that the chosen members of the family do not read keeps its value, so that a
+        setting that would change nothing is never silently accepted."""
+        for key, (choice, reader, kept) in unread_keys(self).items():
+            if value_of(self, key) != kept:
+                raise ParamError(key, unused(f"{choice}: {value_of(self, choice)}",
+                                             f"{choice}: {reader}", value_of(self, key), kept))
         return self
 
     @model_validator(mode="after")

@@ -11,16 +11,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 from dvclive import Live
 
-from vaepipe.binarization import make_binarization
+from vaepipe import family
 from vaepipe.checkpoint import Checkpoints, Position
 from vaepipe.data import load_split
-from vaepipe.devices import describe, is_chief, is_multi_worker, select_strategy, set_up_tensorflow
+from vaepipe.devices import (describe, is_chief, is_multi_worker, select_strategy,
+                             set_up_tensorflow, use_xla)
 from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
 from vaepipe.model import VAE, save_model, to_float_images
@@ -101,31 +101,79 @@ def epoch_chunks(images: np.ndarray, labels: np.ndarray, params: Params,
     One iterator serves every epoch: a fresh one per epoch sometimes blocks for half a second
     when the old one is deleted.
     """
-    def dataset(*_):
+    def dataset():
         return index_chunks(len(images), params.batch_size, params.train.steps_per_execution,
                             params.seed, skip_chunks)
 
     with strategy.scope():  # one copy per replica
         resident = (tf.Variable(to_float_images(images), trainable=False),
                     tf.Variable(labels.astype(np.int32), trainable=False))
+    return Chunks(*resident, iter(replication(strategy).distribute(dataset, params.batch_size)))
+
+
+class OneReplica:
+    """One device: a chunk's whole step loop runs inside the replica, as one compiled call
+    (XLA, when chosen)."""
+
+    steps_take_xla = True
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+
+    def distribute(self, dataset, batch_size: int):
+        return dataset()  # one device needs no split, and distributing costs 0.4 s an epoch
+
+    def replica_id(self):
+        return None  # the noise stays that of a plain single-device run
+
+    def run_chunk(self, step_loop, step, images, labels, indices):
+        """`step_loop(steps, step_at)` over the chunk, `step_at(i)` running
+        `step(images, labels, indices, i)` (which says which loss terms were not finite)."""
+        return self.strategy.run(
+            lambda *chunk: step_loop(tf.shape(chunk[2])[1], lambda i: step(*chunk, i)),
+            (images, labels, indices))
+
+
+class Replicas(OneReplica):
+    """Several replicas merge their gradients through tf.distribute's cross-replica sum, which
+    may be neither inside a loop in a replica's code nor XLA-compiled: the loop runs around
+    the replicas' steps, as a plain graph."""
+
+    steps_take_xla = False
+
+    def distribute(self, dataset, batch_size: int):
+        return self.strategy.experimental_distribute_dataset(dataset())  # a slice of each batch
+
+    def replica_id(self):
+        return tf.distribute.get_replica_context().replica_id_in_sync_group
+
+    def run_chunk(self, step_loop, step, images, labels, indices):
+        def on_every_replica(i):
+            not_finite = self.strategy.run(lambda *args: tf.cast(step(*args), tf.int32),
+                                           (images, labels, indices, i))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, not_finite, axis=None) > 0
+        local = self.strategy.experimental_local_results(indices)[0]
+        return step_loop(tf.shape(local)[1], on_every_replica)
+
+
+class Workers(Replicas):
+    """Replicas in several worker processes: every worker reads the same chunks (same seed)
+    and keeps its slice of each batch, so the global batch stays `batch_size`, split as one
+    device would see it."""
+
+    def distribute(self, dataset, batch_size: int):
+        def this_workers_part(context: tf.distribute.InputContext):
+            part = batch_size // context.num_replicas_in_sync
+            start = context.input_pipeline_id * part
+            return dataset().map(lambda indices: indices[start:start + part])
+        return self.strategy.distribute_datasets_from_function(this_workers_part)
+
+
+def replication(strategy: tf.distribute.Strategy) -> OneReplica:
+    """How `strategy` splits the work: the one place that tells one replica from several."""
     if is_multi_worker(strategy):
-        indices = strategy.distribute_datasets_from_function(
-            partial(_this_workers_part, dataset, params.batch_size))
-    elif strategy.num_replicas_in_sync > 1:
-        # Each replica takes its slice of every batch. One device needs no split, and
-        # distributing costs 0.4 s/epoch there.
-        indices = strategy.experimental_distribute_dataset(dataset())
-    else:
-        indices = dataset()
-    return Chunks(*resident, iter(indices))
-
-
-def _this_workers_part(dataset, batch_size: int, context: tf.distribute.InputContext):
-    """Every worker reads the same chunks (same seed) and keeps its slice of each batch: the
-    global batch stays `batch_size`, split as one device would see it."""
-    part = batch_size // context.num_replicas_in_sync
-    start = context.input_pipeline_id * part
-    return dataset().map(lambda indices: indices[start:start + part])
+        return Workers(strategy)
+    return Replicas(strategy) if strategy.num_replicas_in_sync > 1 else OneReplica(strategy)
 
 
 def learning_rate(params: Params, steps_per_epoch: int):
@@ -165,18 +213,16 @@ class Trainer:
     steps_per_epoch: int
 
     def __post_init__(self):
-        self.binarization = make_binarization(self.params.binarization,
-                                              self.params.data.split_seed)
+        self.binarization = family.build("binarization", self.params)
         self.loss_terms = self.model.conditioning.loss_terms
-        jit = self.params.train.jit_compile
-        one_replica = self.strategy.num_replicas_in_sync == 1
-        # One replica runs the chunk's whole step loop in one XLA computation. Several merge
-        # their gradients through tf.distribute's cross-replica sum, which may be neither
-        # inside a loop in a replica's code nor XLA-compiled: the loop runs around them, as a
-        # plain graph.
-        steps = self._steps_on_one_replica if one_replica else self._steps_on_replicas
-        self.train_steps = tf.function(steps, jit_compile=jit and one_replica)
-        self.per_image_losses = tf.function(self._per_image_losses, jit_compile=jit)
+        self.replication = replication(self.strategy)
+        xla, why = use_xla(self.params.train.jit_compile, self.model, self.strategy)
+        steps_xla = xla and self.replication.steps_take_xla
+        print(f"XLA: {'on' if xla else 'off'} ({why})" if steps_xla == xla else
+              f"XLA: off for the train steps ({self.strategy.num_replicas_in_sync} replicas "
+              f"merge their gradients outside it), on for measurement ({why})", file=sys.stderr)
+        self.train_steps = tf.function(self._train_steps, jit_compile=steps_xla)
+        self.per_image_losses = tf.function(self._per_image_losses, jit_compile=xla)
 
     def _noise_seed(self, counter, replica=None):
         """The stateless seed of a step's noise, a pure function of (seed, counter) and, when
@@ -196,17 +242,10 @@ class Trainer:
         warmup_steps = self.params.kl_warmup_epochs * self.steps_per_epoch
         return tf.minimum(1.0, tf.cast(step, tf.float32) / warmup_steps)
 
-    def _replica_id(self):
-        """This replica's id in the sync group, or None when there is one replica (whose noise
-        stays that of a plain single-device run)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return None
-        return tf.distribute.get_replica_context().replica_id_in_sync_group
-
     def _step(self, x, y):
         """One Adam step on this replica's part of a batch; which loss terms were not finite."""
         weights = self.model.trainable_variables
-        seed = self._noise_seed(self.optimizer.iterations, self._replica_id())
+        seed = self._noise_seed(self.optimizer.iterations, self.replication.replica_id())
         x = self.binarization.batch(x, seed)
         with tf.GradientTape() as tape:
             reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], seed))
@@ -223,41 +262,24 @@ class Trainer:
         return tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
                                         for term in terms]))
 
-    @staticmethod
-    def _first_bad(step, not_finite, first_bad_step, bad_terms):
-        first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
-        return tf.where(first, step, first_bad_step), tf.where(first, not_finite, bad_terms)
-
-    def _steps_on_one_replica(self, images, labels, indices):
-        """One Adam step per batch of the chunk: the split's images (n, 784) and labels at
-        `indices` (batch, steps).
-
-        Returns the first step whose loss terms were not all finite (-1 if none) and which
-        terms those were, so that a diverging run stops at the chunk where it went wrong.
-        """
-        def steps(images, labels, indices):
-            first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
-            for step in tf.range(tf.shape(indices)[1]):
-                not_finite = self._step(*_gathered(images, labels, indices[:, step]))
-                first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
-                                                            bad_terms)
-            return first_bad_step, bad_terms
-        return self.strategy.run(steps, (images, labels, indices))
-
-    def _steps_on_replicas(self, images, labels, indices):
-        """The same, each step run on every replica with its slice of the batch."""
-        local = self.strategy.experimental_local_results(indices)[0]
+    def _step_loop(self, steps, step_at):
+        """`step_at(i)` for each step i of a chunk; the first step whose loss terms were not all
+        finite (-1 if none) and which terms those were, so that a diverging run stops at the
+        chunk where it went wrong."""
         first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
-        for step in tf.range(tf.shape(local)[1]):
-            per_replica = self.strategy.run(
-                lambda x, y, batches, step: tf.cast(
-                    self._step(*_gathered(x, y, batches[:, step])), tf.int32),
-                (images, labels, indices, step))
-            not_finite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                                              axis=None) > 0
-            first_bad_step, bad_terms = self._first_bad(step, not_finite, first_bad_step,
-                                                        bad_terms)
+        for step in tf.range(steps):
+            not_finite = step_at(step)
+            first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
+            first_bad_step = tf.where(first, step, first_bad_step)
+            bad_terms = tf.where(first, not_finite, bad_terms)
         return first_bad_step, bad_terms
+
+    def _train_steps(self, images, labels, indices):
+        """One Adam step per batch of the chunk: the split's images (n, 784) and labels at
+        `indices` (batch, steps)."""
+        def step(images, labels, indices, i):
+            return self._step(*_gathered(images, labels, indices[:, i]))
+        return self.replication.run_chunk(self._step_loop, step, images, labels, indices)
 
     def _per_image_losses(self, x, labels, counter):
         reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0],
