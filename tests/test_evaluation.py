@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from vaepipe import progress
 from vaepipe.evaluation import (Evaluator, confusion_matrix, evaluate_stage, per_image_bounds,
-                                samples_per_chunk, summarize)
+                                samples_per_group, summarize)
 from vaepipe.model import VAE, save_model
 from vaepipe.params import load_params
 
@@ -116,19 +116,19 @@ def test_stderr_is_the_standard_error_of_the_per_image_bound():
 
 @pytest.mark.parametrize("images_, samples, rows, expected", [
     (50, 1000, 1000, 20), (20, 5000, 1000, 50), (3, 7, 10, 1), (3, 7, 100, 7), (1, 12, 5, 4)])
-def test_samples_per_chunk_divides_k_and_fits_the_rows(images_, samples, rows, expected):
-    assert samples_per_chunk(images_, samples, rows) == expected
+def test_samples_per_group_divides_k_and_fits_the_rows(images_, samples, rows, expected):
+    assert samples_per_group(images_, samples, rows) == expected
 
 
-def test_chunked_bounds_equal_the_whole_computation_bit_for_bit(model, images):
+def test_bounds_in_groups_equal_the_whole_computation_bit_for_bit(model, images):
     x = images[:6].reshape(6, 784).astype(np.float32) / 255
     eps = np.random.default_rng(4).standard_normal((6, 60, 3)).astype(np.float32)
     for jit in (False, True):
         bounds = tf.function(lambda x, eps, rows: per_image_bounds(model, x, eps, rows),
                              jit_compile=jit)
         whole = [t.numpy() for t in bounds(x, eps, None)]
-        chunked = [t.numpy() for t in bounds(x, eps, 6 * 12)]  # 5 chunks of 12 samples
-        for a, b in zip(whole, chunked):
+        grouped = [t.numpy() for t in bounds(x, eps, 6 * 12)]  # 5 groups of 12 samples
+        for a, b in zip(whole, grouped):
             np.testing.assert_array_equal(a, b)
 
 

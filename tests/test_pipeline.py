@@ -21,15 +21,14 @@ import yaml
 from conftest import NAMESPACE, PROJECT_ROOT, needs_namespaces
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", ".gitignore", "stages", "src")
-TINY_PARAMS = {
-    "encoder_layers": [16], "decoder_layers": [16], "digit_classification_layers": [16],
-    "z_dim": 2, "epochs": 2, "batch_size": 10,
-}
+# The classifier's keys keep params.yaml's values, so that `-S conditioning=none` is accepted.
+TINY_PARAMS = {"encoder_layers": [16], "decoder_layers": [16], "z_dim": 2, "epochs": 2,
+               "batch_size": 10}
 TINY_GROUPS = {
     "data": {"validation_size": 20},
     "train": {"steps_per_execution": 2},
     "evaluate": {"iwae_samples": 5, "batch_size": 10},
-    "render": {"reconstructions": 3, "style_sources": 2, "traversal_steps": 3},
+    "render": {"reconstructions": 3, "traversal_steps": 3},
 }
 MAKE_TINY_RAW = """\
 import numpy as np
@@ -445,29 +444,42 @@ FAMILY = [(likelihood, binarization, conditioning, architecture)
 @pytest.mark.parametrize("likelihood, binarization, conditioning, architecture", FAMILY)
 def test_every_member_of_the_family_trains_evaluates_and_renders(
         repo, tmp_path, likelihood, binarization, conditioning, architecture):
-    """The three stages' functions, in this process, on the tiny repo's prepared data."""
+    """The three stages' functions, in this process, on the tiny repo's prepared data, with
+    params checked as params.yaml is."""
     from vaepipe.evaluation import evaluate_stage
-    from vaepipe.params import load_params
+    from vaepipe.model import load_model
+    from vaepipe.params import parse_params, read_yaml
     from vaepipe.render import render_stage
     from vaepipe.training import train
 
-    params = load_params(repo.root / "params.yaml")
-    params = params.model_copy(update=dict(
-        likelihood=likelihood, binarization=binarization, conditioning=conditioning,
-        architecture=architecture, conv_filters=(2, 3), epochs=1,
-        # Without XLA: compiling 16 models would take minutes (the compiled path is the
-        # repo's own, run by the tests above).
-        train=params.train.model_copy(update={"jit_compile": False})))
+    raw = read_yaml(repo.root / "params.yaml")
+    raw.update(likelihood=likelihood, binarization=binarization, conditioning=conditioning,
+               architecture=architecture, epochs=1)
+    if architecture == "conv":
+        raw["conv_filters"] = [2, 3]
+    # Without XLA: compiling 16 models would take minutes (the compiled path is the repo's
+    # own, run by the tests above).
+    raw["train"]["jit_compile"] = False
+    params = parse_params(raw)
     prepared = repo.root / "data" / "prepared"
     model, samples, live = tmp_path / "vae", tmp_path / "samples.npy", tmp_path / "live"
     train(params, prepared, model, samples, live, None)
     metrics = evaluate_stage(params, model, prepared, tmp_path / "metrics.json",
                              tmp_path / "predictions.csv")
     render_stage(params, model, samples, live, prepared, tmp_path / "figures")
+    saved = load_model(model)
+    assert ({key: saved.config[key] for key in ("likelihood", "conditioning", "architecture")}
+            == {"likelihood": likelihood, "conditioning": conditioning,
+                "architecture": architecture})
+    assert any("conv2d" in weight.path for weight in saved.weights) == (architecture == "conv")
     for split in ("test", "val"):
         assert np.isfinite(metrics[split]["nll"]) and metrics[split]["nll"] == \
             -metrics[split]["iwae"]
+        assert metrics[split]["nll_measures"].endswith(
+            saved.likelihood.data_meaning[binarization])
         assert ("accuracy" in metrics[split]) == (conditioning == "classifier")
+    logged = {path.stem for path in (live / "plots" / "metrics" / "train").iterdir()}
+    assert logged == set(saved.conditioning.split_metrics)
     figures = {path.name for path in (tmp_path / "figures").iterdir()}
     assert ("style_transfer.png" in figures) == (conditioning == "classifier")
     assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png"} <= figures

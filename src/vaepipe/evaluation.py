@@ -25,23 +25,23 @@ from vaepipe.progress import WorkBar, progress_bar
 from vaepipe.tf_runtime import tf
 
 LOG_2PI = math.log(2.0 * math.pi)
-# Decoder rows (image-sample pairs) per chunk: small enough that a chunk's 784 outputs a row
-# stay in a 2-core CPU's cache (benchmarks/eval_speed.py chose it).
-CHUNK_ROWS = 1000
+# Decoder rows (image-sample pairs) per group of samples: small enough that a group's 784
+# outputs a row stay in a 2-core CPU's cache (benchmarks/eval_speed.py chose it).
+GROUP_ROWS = 1000
 
 
-def samples_per_chunk(images: int, samples: int, rows: int) -> int:
-    """The largest divisor of `samples` whose chunk of images x samples decoder rows is at most
+def samples_per_group(images: int, samples: int, rows: int) -> int:
+    """The largest divisor of `samples` whose group of images x samples decoder rows is at most
     `rows` (at least 1)."""
     fitting = [c for c in range(1, samples + 1) if samples % c == 0 and images * c <= rows]
     return max(fitting, default=1)
 
 
-def per_image_bounds(model: VAE, x, eps, chunk_rows: int | None = None):
+def per_image_bounds(model: VAE, x, eps, group_rows: int | None = None):
     """For images x (n, 784) and noise eps (n, K, z_dim): per-image IWAE, reconstruction, KL.
 
-    The K samples are decoded `chunk_rows` decoder rows at a time (all at once when None):
-    the likelihood then reads each chunk's K x 784 outputs while they are in the CPU's cache,
+    The K samples are decoded `group_rows` decoder rows at a time (all at once when None):
+    the likelihood then reads each group's K x 784 outputs while they are in the CPU's cache,
     instead of writing all of them out first. Every sample's log weight is the same either way.
     """
     n, k = x.shape[0], eps.shape[1]
@@ -59,14 +59,14 @@ def per_image_bounds(model: VAE, x, eps, chunk_rows: int | None = None):
             tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
         return log_likelihood + log_prior - log_posterior, log_likelihood
 
-    c = k if chunk_rows is None else samples_per_chunk(n, k, chunk_rows)
+    c = k if group_rows is None else samples_per_group(n, k, group_rows)
     if c == k:
         log_w, log_likelihood = log_weights(eps)
-    else:  # chunks of c samples, (n, K/c, c, z_dim) -> (K/c, n, c, z_dim), one at a time
-        chunks = tf.transpose(tf.reshape(eps, [n, k // c, c, -1]), [1, 0, 2, 3])
-        per_chunk = tf.map_fn(log_weights, chunks, fn_output_signature=(tf.float32, tf.float32))
+    else:  # groups of c samples, (n, K/c, c, z_dim) -> (K/c, n, c, z_dim), one at a time
+        groups = tf.transpose(tf.reshape(eps, [n, k // c, c, -1]), [1, 0, 2, 3])
+        per_group = tf.map_fn(log_weights, groups, fn_output_signature=(tf.float32, tf.float32))
         log_w, log_likelihood = (tf.reshape(tf.transpose(t, [1, 0, 2]), [n, k])
-                                 for t in per_chunk)
+                                 for t in per_group)
     iwae = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))
     # The mean of K values near -200 in float32 drifts under XLA's CPU reductions (by 0.07
     # nats at K = 1000, 0.27 at K = 5000): average them in float64.
@@ -85,9 +85,9 @@ class Evaluator:
     """Compiled per-batch evaluation of one model with K importance samples per image."""
 
     def __init__(self, model: VAE, iwae_samples: int, batch_size: int, seed: int,
-                 jit_compile: bool = True, chunk_rows: int | None = CHUNK_ROWS):
+                 jit_compile: bool = True, group_rows: int | None = GROUP_ROWS):
         self.model = model
-        self.chunk_rows = chunk_rows
+        self.group_rows = group_rows
         self.iwae_samples = iwae_samples
         self.batch_size = batch_size
         self.seed = seed
@@ -102,7 +102,7 @@ class Evaluator:
                                           seed=seed)
 
     def _batch_bounds(self, x, eps):
-        return (*per_image_bounds(self.model, x, eps, self.chunk_rows),
+        return (*per_image_bounds(self.model, x, eps, self.group_rows),
                 *self.model.conditioning.predictions(self.model, x))
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, stream: int = 0,
