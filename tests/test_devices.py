@@ -10,9 +10,12 @@ import sys
 
 import pytest
 
-from vaepipe.devices import STRATEGIES, require_tf_config, select_strategy
+from vaepipe.devices import (STRATEGIES, require_tf_config, select_strategy, set_up_tensorflow,
+                             use_xla)
 from vaepipe.errors import PipelineError
+from vaepipe.model import VAE
 from vaepipe.tf_runtime import tf
+from vaepipe.training import build_trainer
 
 from conftest import PROJECT_ROOT
 from test_training import tiny_images, tiny_params, write_prepared
@@ -182,3 +185,26 @@ def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():
                             capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (
         0, "no GPU visible to TensorFlow: nothing to check on this machine\n", "")
+
+
+@pytest.mark.parametrize("jit_compile, architecture, device, expected", [
+    ("auto", "mlp", "/cpu:0", (True, "train.jit_compile: auto, mlp on a CPU")),
+    ("auto", "conv", "/gpu:0", (True, "train.jit_compile: auto, conv on a GPU")),
+    ("auto", "conv", "/cpu:0", (False, "train.jit_compile: auto, conv on a CPU, where XLA's "
+                                       "convolutions are slow; true forces it")),
+    (True, "conv", "/cpu:0", (True, "train.jit_compile: true")),
+    (False, "mlp", "/gpu:0", (False, "train.jit_compile: false")),
+])
+def test_xla_is_chosen_per_architecture_and_device_and_said_why(jit_compile, architecture,
+                                                                device, expected):
+    model = VAE([4], [4], [4], "relu", 0.5, 2, architecture=architecture)
+    assert use_xla(jit_compile, model, device=device) == expected
+
+
+def test_a_conv_trainer_on_a_cpu_compiles_without_xla_and_says_so(capsys):
+    params = tiny_params(architecture="conv", conv_filters=(2, 3))
+    set_up_tensorflow(params.seed)
+    trainer = build_trainer(params, select_strategy(params.train, [], params.batch_size), 6)
+    assert "XLA: off (train.jit_compile: auto, conv on a CPU" in capsys.readouterr().err
+    assert trainer.train_steps._jit_compile is False
+    assert trainer.per_image_losses._jit_compile is False
