@@ -1,7 +1,7 @@
 import numpy as np
 
 from vaepipe import family
-from vaepipe.binarization import Dynamic, Intensities
+from vaepipe.binarization import PIXEL_STREAM, Dynamic, Intensities
 from vaepipe.tf_runtime import tf
 
 
@@ -44,3 +44,21 @@ def test_none_leaves_the_intensities_alone():
     assert binarization.split(images, "test") is images
     x = tf.constant([[0.25]])
     assert binarization.batch(x, step_seed(0, 0)) is x
+
+
+def test_each_pixel_is_one_16_bit_half_of_a_philox_word_below_65536_times_its_intensity():
+    """An independent numpy computation of the draw from the same 32-bit words."""
+    x = np.random.default_rng(1).random((30, 7)).astype(np.float32)
+    seed = step_seed(42, 9)
+    drawn = Dynamic(0).batch(tf.constant(x), seed).numpy()
+    words = tf.random.stateless_uniform(
+        [30, 4], seed=tf.random.experimental.stateless_fold_in(seed, PIXEL_STREAM),
+        minval=None, maxval=None, dtype=tf.uint32, alg="philox").numpy().astype(np.int64)
+    halves = np.concatenate([words & 0xFFFF, words >> 16], axis=1)[:, :7]
+    np.testing.assert_array_equal(drawn, (halves < x.astype(np.float64) * 65536).astype(np.float32))
+
+
+def test_the_two_halves_of_a_word_draw_independent_pixels():
+    drawn = Dynamic(0).batch(tf.fill([20000, 4], 0.5), step_seed(42, 1)).numpy()
+    both = np.mean(drawn[:, 0] * drawn[:, 2])  # columns 0 and 2 share their words
+    assert abs(both - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 20000)
