@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from vaepipe import progress
+from vaepipe import model as model_module, progress
 from vaepipe.errors import PipelineError
+from vaepipe.model import kl_to_standard_normal
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
@@ -39,9 +40,9 @@ def make_trainer(params, steps_per_epoch=6) -> Trainer:
                          steps_per_epoch)
 
 
-def train_epochs(params, images, labels, epochs):
+def train_epochs(params, images, labels, epochs, trainer=None):
     steps = len(images) // params.batch_size
-    trainer = make_trainer(params, steps)
+    trainer = trainer or make_trainer(params, steps)
     chunks = epoch_chunks(images, labels, params, trainer.strategy)
     for epoch in range(1, epochs + 1):
         trainer.train_epoch(chunks, steps, epoch)
@@ -156,22 +157,64 @@ def test_the_iwae_schedule_holds_each_rate_for_3_to_the_i_epochs():
     assert learning_rate(tiny_params(), 5) == 0.01  # constant: the number itself
 
 
-def test_kl_warmup_rises_from_zero_to_one_over_its_epochs():
-    trainer = make_trainer(tiny_params(kl_warmup_epochs=2), steps_per_epoch=6)
-    weights = [float(trainer._kl_weight(step)) for step in (0, 3, 6, 12, 100)]
-    assert weights == pytest.approx([0.0, 0.25, 0.5, 1.0, 1.0])
-
-
-def test_warmup_lowers_the_first_steps_kl_pull_and_adams_constants_are_passed():
-    params = tiny_params(kl_warmup_epochs=1, adam_epsilon=1e-4, adam_beta_1=0.99, adam_beta_2=0.995)
-    trainer = make_trainer(params)
-    optimizer = trainer.optimizer
-    assert (optimizer.epsilon, optimizer.beta_1, optimizer.beta_2) == (1e-4, 0.99, 0.995)
+def recorded_kl_weights(params, epochs, monkeypatch) -> np.ndarray:
+    """The weight each training step's loss gave the KL term, indexed by Adam's step: the KL
+    term the conditioning's training_loss received over the KL the model computed."""
     images, labels = tiny_images()
-    with_warmup = train_epochs(params, images, labels, 1)
-    without = train_epochs(tiny_params(adam_epsilon=1e-4), images, labels, 1)
-    assert any(np.any(a.numpy() != b.numpy())
-               for a, b in zip(with_warmup.model.weights, without.model.weights))
+    steps = len(images) // params.batch_size
+    trainer = make_trainer(params, steps)
+    conditioning = trainer.model.conditioning
+    weights, computed = tf.Variable(tf.fill([epochs * steps], np.nan)), {}
+
+    def computed_kl(mu, var):
+        computed["kl"] = kl_to_standard_normal(mu, var)  # the tensor of the step being traced
+        return computed["kl"]
+
+    def recording_loss(reconstruction, kl_term, *rest, loss=conditioning.training_loss):
+        # At Adam's step: a whole-vector update, as XLA takes no slice at a variable index.
+        at_step = tf.range(epochs * steps) == tf.cast(trainer.optimizer.iterations, tf.int32)
+        ratio = tf.reduce_sum(kl_term) / tf.reduce_sum(computed["kl"])
+        weights.assign(tf.where(at_step, ratio, weights))
+        return loss(reconstruction, kl_term, *rest)
+
+    monkeypatch.setattr(model_module, "kl_to_standard_normal", computed_kl)
+    monkeypatch.setattr(conditioning, "training_loss", recording_loss)
+    train_epochs(params, images, labels, epochs, trainer)
+    return weights.numpy()
+
+
+@pytest.mark.parametrize("warmup_epochs", [2, 0])
+def test_each_steps_loss_weighs_kl_by_min_1_step_over_the_warmup_steps(monkeypatch,
+                                                                        warmup_epochs):
+    # 6 steps an epoch, 3 a compiled call, over 3 epochs: the weight rises, reaches 1 at
+    # step 12 and stays there; without warm-up the KL keeps its whole weight from step 0.
+    weights = recorded_kl_weights(tiny_params(kl_warmup_epochs=warmup_epochs), 3, monkeypatch)
+    step = np.arange(18)
+    expected = np.minimum(1, step / (warmup_epochs * 6)) if warmup_epochs else np.ones(18)
+    np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_adams_first_step_uses_the_params_epsilon_and_betas():
+    one_step_a_call = tiny_params().train.model_copy(update={"steps_per_execution": 1})
+    params = tiny_params(adam_epsilon=1e-4, adam_beta_1=0.99, adam_beta_2=0.995,
+                         train=one_step_a_call)
+    images, labels = tiny_images()
+    trainer = make_trainer(params)
+    optimizer, weights = trainer.optimizer, trainer.model.trainable_variables
+    assert (optimizer.epsilon, optimizer.beta_1, optimizer.beta_2) == (1e-4, 0.99, 0.995)
+    before = [weight.numpy().astype(np.float64) for weight in weights]
+    trainer.train_steps(*next(epoch_chunks(images, labels, params, trainer.strategy)))
+    # After Adam's first step, with gradient g: m = (1 - beta_1) g, v = (1 - beta_2) g^2, and
+    # each weight moved by lr sqrt(1 - beta_2) / (1 - beta_1) m / (sqrt(v) + epsilon).
+    alpha = 0.01 * np.sqrt(1 - 0.995) / (1 - 0.99)
+    for weight, old in zip(weights, before):  # m and v: Keras 3 Adam's slot variables
+        index = optimizer._get_variable_index(weight)
+        m, v = (slots[index].numpy().astype(np.float64)
+                for slots in (optimizer._momentums, optimizer._velocities))
+        np.testing.assert_allclose(v, (1 - 0.995) / (1 - 0.99) ** 2 * m**2, rtol=1e-4,
+                                   atol=1e-12)
+        np.testing.assert_allclose(weight.numpy(), old - alpha * m / (np.sqrt(v) + 1e-4),
+                                   rtol=1e-6, atol=1e-7)
 
 
 def test_the_unconditional_bernoulli_family_trains_the_same_twice_and_learns():
