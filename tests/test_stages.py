@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vaepipe import family
+
 from conftest import PROJECT_ROOT
 
 STAGE_SCRIPTS = sorted(path.stem for path in (PROJECT_ROOT / "stages").glob("[!_]*.py"))
@@ -53,6 +55,16 @@ def test_a_stage_depends_on_exactly_the_modules_it_imports(stage):
     """Otherwise an edit to a module left out would leave `dvc status` clean while the stage's
     results were made by the old code."""
     assert code_deps(stage) == imported_files(PROJECT_ROOT, stage)
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate", "render"])
+def test_a_stage_that_builds_the_model_imports_every_piece_the_params_can_choose(stage):
+    """Pieces are built by name (family.py): a module imported only when first built would be
+    left out of the deps, and a change to it would not rerun the stage."""
+    pieces = {f"src/{module.replace('.', '/')}.py" for module in family.piece_modules()}
+    assert pieces == {"src/vaepipe/architectures.py", "src/vaepipe/binarization.py",
+                      "src/vaepipe/conditioning.py", "src/vaepipe/likelihoods.py"}
+    assert pieces <= set(imported_files(PROJECT_ROOT, stage))
 
 
 def test_a_stage_imports_the_package_of_its_own_checkout(tmp_path):

@@ -73,6 +73,19 @@ def build(key: str, settings: Any) -> Any:
                     for built in member.built_with})
 
 
+def piece_modules() -> set[str]:
+    """The modules of every piece that some configuration can choose."""
+    return {member.piece.split(":")[0] for choice in FAMILY.values()
+            for member in choice.members.values()}
+
+
+def import_pieces() -> None:
+    """Import every piece's module now rather than when it is first built, so that what a stage
+    imports, and so its code dependencies in dvc.yaml, covers whatever its params choose."""
+    for module in sorted(piece_modules()):
+        import_module(module)
+
+
 def unread_keys(settings: Any) -> dict[str, tuple[str, str, Any]]:
     """Every key that the values `settings` chooses do not read: the key, the choice and value
     that would read it, and the value it must keep."""

@@ -20,6 +20,7 @@ from vaepipe.errors import PipelineError
 from vaepipe.params import NetworkConfig, validated
 from vaepipe.tf_runtime import keras, tf
 
+family.import_pieces()  # whatever the params choose is among the stages' imported modules
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 
