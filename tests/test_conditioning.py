@@ -31,13 +31,13 @@ def test_the_classifier_loss_is_the_articles_weighted_sum():
     logits = tf.constant([[3.0, 0.0] + [0.0] * 8, [0.0] * 10])
     labels = np.array([0, 5])
     cross_entropy = digit_cross_entropy(labels, logits).numpy()
-    loss, terms = Classifier().training_loss(REC, KL, logits, labels, 10.0)
+    loss, terms = Classifier().training_loss(REC + KL, logits, labels, 10.0)
     assert loss.numpy() == pytest.approx(17.0 + 10.0 * cross_entropy.mean(), rel=1e-6)
     np.testing.assert_allclose(terms[0].numpy(), cross_entropy)
 
 
 def test_without_conditioning_the_loss_is_the_negative_elbo_alone():
-    loss, terms = Unconditioned().training_loss(REC, KL, tf.zeros([2, 0]), np.zeros(2), 10.0)
+    loss, terms = Unconditioned().training_loss(REC + KL, tf.zeros([2, 0]), np.zeros(2), 10.0)
     assert loss.numpy() == pytest.approx(17.0) and terms == []
 
 

@@ -24,36 +24,68 @@ def images() -> np.ndarray:
     return (np.random.default_rng(0).random((12, 28, 28)) * 255).astype(np.uint8)
 
 
-def numpy_log_weights(model, x, eps):
-    """log p(x|z,c) + log p(z) - log q(z|x) written out in numpy, float64."""
+@pytest.fixture(scope="module")
+def bernoulli_model() -> VAE:
+    """The IWAE paper's kind: a Bernoulli decoder, no classifier."""
+    tf.keras.utils.set_random_seed(1)
+    return VAE([16], [16], [16], "tanh", 0.5, 3, likelihood="bernoulli", conditioning="none")
+
+
+def numpy_log_likelihood(model, x, output):
+    """log p(x|z) of each row in float64, from the decoder's outputs (n, k, 784)."""
+    if model.config["likelihood"] == "bernoulli":  # outputs are logits l: x l - log(1 + e^l)
+        return (x[:, None] * output - np.logaddexp(0, output)).sum(-1)
+    std = model.config["decoder_std"]  # outputs are the means
+    return (-0.5 * ((x[:, None] - output) / std) ** 2
+            - math.log(std * math.sqrt(2 * math.pi))).sum(-1)
+
+
+def numpy_log_weights(model, x, eps, kl_scale=1.0):
+    """log p(x|z,c) + kl_scale (log p(z) - log q(z|x)) written out in numpy, float64."""
     mu, var = (np.asarray(t, dtype=np.float64) for t in model.encode(x))
-    logits = np.asarray(model.classify(x), dtype=np.float64)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    logits = np.asarray(model.classify(x), dtype=np.float64)  # (n, 0) without the classifier
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
     probs /= probs.sum(axis=1, keepdims=True)
     n, k, d = eps.shape
     z = mu[:, None] + np.sqrt(var)[:, None] * eps
-    means = np.asarray(model.decode(z.reshape(n * k, d).astype(np.float32),
-                                    np.repeat(probs, k, axis=0).astype(np.float32)),
-                       dtype=np.float64).reshape(n, k, -1)
-    std = 0.5
-    log_lik = (-0.5 * ((x[:, None] - means) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))).sum(-1)
+    decoder_input = np.concatenate([z, np.repeat(probs[:, None], k, axis=1)], axis=-1)
+    output = np.asarray(model.decoder_net(decoder_input.reshape(n * k, -1).astype(np.float32)),
+                        dtype=np.float64).reshape(n, k, -1)
+    log_lik = numpy_log_likelihood(model, x, output)
     log_prior = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
     log_q = (-0.5 * (z - mu[:, None]) ** 2 / var[:, None]
              - 0.5 * np.log(2 * math.pi * var[:, None])).sum(-1)
-    return log_lik + log_prior - log_q, log_lik, mu, var
+    return log_lik + kl_scale * (log_prior - log_q), log_lik, mu, var
+
+
+def numpy_iwae(log_w):
+    """log (1/k) sum_i exp(log w_i) of each row, in float64."""
+    top = log_w.max(axis=1)
+    return top + np.log(np.mean(np.exp(log_w - top[:, None]), axis=1))
 
 
 def test_bounds_match_an_independent_numpy_computation(model, images):
     x = images.reshape(12, 784).astype(np.float32) / 255
     eps = np.random.default_rng(1).standard_normal((12, 50, 3)).astype(np.float32)
     log_w, log_lik, mu, var = numpy_log_weights(model, x, eps.astype(np.float64))
-    top = log_w.max(axis=1)
-    expected_iwae = top + np.log(np.mean(np.exp(log_w - top[:, None]), axis=1))
+    expected_iwae = numpy_iwae(log_w)
     expected_kl = 0.5 * (mu**2 + var - 1 - np.log(var)).sum(axis=1)
     iwae, reconstruction, kl = (t.numpy() for t in per_image_bounds(model, x, eps))
     np.testing.assert_allclose(iwae, expected_iwae, rtol=1e-5)
     np.testing.assert_allclose(reconstruction, -log_lik.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(kl, expected_kl, rtol=1e-4, atol=1e-5)
+
+
+def test_bernoulli_bounds_match_an_independent_numpy_computation(bernoulli_model, images):
+    # binary pixels, as evaluation scores them under the Bernoulli likelihood
+    x = (np.random.default_rng(4).random((12, 784)) < images.reshape(12, 784) / 255)
+    x = x.astype(np.float32)
+    eps = np.random.default_rng(5).standard_normal((12, 50, 3)).astype(np.float32)
+    log_w, log_lik, _, _ = numpy_log_weights(bernoulli_model, x, eps.astype(np.float64))
+    iwae, reconstruction, _ = (t.numpy() for t in per_image_bounds(bernoulli_model, x, eps))
+    np.testing.assert_allclose(iwae, numpy_iwae(log_w), rtol=1e-5)
+    np.testing.assert_allclose(reconstruction, -log_lik.mean(axis=1), rtol=1e-5)
+    assert np.all(iwae > log_w.mean(axis=1))  # above the 50-sample ELBO
 
 
 def test_compiled_bounds_with_k_5000_match_numpy_in_float64(model, images):

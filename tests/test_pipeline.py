@@ -417,8 +417,13 @@ def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results
 
 def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
     result = repo.dvc("exp", "run", "-S", "likelihood=bernoulli", "-S", "conditioning=none",
-                      "-S", "binarization=dynamic")
+                      "-S", "binarization=dynamic", "-S", "objective=iwae",
+                      "-S", "train_samples=3", "-S", "kl_weight=0.5")
     assert ran_stages(result.stdout) == ["check_params", "train", "evaluate", "render"]
+    trained_with = yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]
+    assert {key: trained_with["params"]["params.yaml"][key]
+            for key in ("objective", "train_samples", "kl_weight")} == {
+        "objective": "iwae", "train_samples": 3, "kl_weight": 0.5}
     config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
     assert (config["likelihood"], config["conditioning"]) == ("bernoulli", "none")
     metrics = repo.metrics()
@@ -436,14 +441,21 @@ def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
     repo.run("git", "checkout", "-q", "--", ".")
 
 
-FAMILY = [(likelihood, binarization, conditioning, architecture)
+ONE_SAMPLE_ELBO = {"objective": "elbo", "train_samples": 1}
+FAMILY = [(likelihood, binarization, conditioning, architecture, ONE_SAMPLE_ELBO)
           for likelihood in ("gaussian", "bernoulli") for binarization in ("none", "dynamic")
           for conditioning in ("classifier", "none") for architecture in ("mlp", "conv")]
+# The objective meets the likelihood (log p(x|z)) and the conditioning (c(x) beside each z).
+FAMILY += [(likelihood, binarization, conditioning, "mlp",
+            {"objective": objective, "train_samples": 3, "kl_weight": 0.5})
+           for likelihood, binarization in (("gaussian", "none"), ("bernoulli", "dynamic"))
+           for conditioning in ("classifier", "none") for objective in ("elbo", "iwae")]
 
 
-@pytest.mark.parametrize("likelihood, binarization, conditioning, architecture", FAMILY)
+@pytest.mark.parametrize("likelihood, binarization, conditioning, architecture, objective",
+                         FAMILY)
 def test_every_member_of_the_family_trains_evaluates_and_renders(
-        repo, tmp_path, likelihood, binarization, conditioning, architecture):
+        repo, tmp_path, likelihood, binarization, conditioning, architecture, objective):
     """The three stages' functions, in this process, on the tiny repo's prepared data, with
     params checked as params.yaml is."""
     from vaepipe.evaluation import evaluate_stage
@@ -454,7 +466,7 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
 
     raw = read_yaml(repo.root / "params.yaml")
     raw.update(likelihood=likelihood, binarization=binarization, conditioning=conditioning,
-               architecture=architecture, epochs=1)
+               architecture=architecture, epochs=1, **objective)
     if architecture == "conv":
         raw["conv_filters"] = [2, 3]
     # Without XLA: compiling 16 models would take minutes (the compiled path is the repo's

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from vaepipe import model as model_module, progress
+from vaepipe import objectives, progress
 from vaepipe.errors import PipelineError
-from vaepipe.model import kl_to_standard_normal
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
 from vaepipe.devices import select_strategy, set_up_tensorflow
@@ -158,40 +157,35 @@ def test_the_iwae_schedule_holds_each_rate_for_3_to_the_i_epochs():
 
 
 def recorded_kl_weights(params, epochs, monkeypatch) -> np.ndarray:
-    """The weight each training step's loss gave the KL term, indexed by Adam's step: the KL
-    term the conditioning's training_loss received over the KL the model computed."""
+    """The weight each training step's loss gave the KL term, indexed by Adam's step: the
+    weighted KL the objective added to the reconstruction over the KL itself."""
     images, labels = tiny_images()
     steps = len(images) // params.batch_size
     trainer = make_trainer(params, steps)
-    conditioning = trainer.model.conditioning
-    weights, computed = tf.Variable(tf.fill([epochs * steps], np.nan)), {}
+    weights = tf.Variable(tf.fill([epochs * steps], np.nan))
 
-    def computed_kl(mu, var):
-        computed["kl"] = kl_to_standard_normal(mu, var)  # the tensor of the step being traced
-        return computed["kl"]
-
-    def recording_loss(reconstruction, kl_term, *rest, loss=conditioning.training_loss):
+    def recording_weighted(kl, kl_scale, weighted=objectives._weighted):
+        kl_term = weighted(kl, kl_scale)
         # At Adam's step: a whole-vector update, as XLA takes no slice at a variable index.
         at_step = tf.range(epochs * steps) == tf.cast(trainer.optimizer.iterations, tf.int32)
-        ratio = tf.reduce_sum(kl_term) / tf.reduce_sum(computed["kl"])
-        weights.assign(tf.where(at_step, ratio, weights))
-        return loss(reconstruction, kl_term, *rest)
+        weights.assign(tf.where(at_step, tf.reduce_sum(kl_term) / tf.reduce_sum(kl), weights))
+        return kl_term
 
-    monkeypatch.setattr(model_module, "kl_to_standard_normal", computed_kl)
-    monkeypatch.setattr(conditioning, "training_loss", recording_loss)
+    monkeypatch.setattr(objectives, "_weighted", recording_weighted)
     train_epochs(params, images, labels, epochs, trainer)
     return weights.numpy()
 
 
-@pytest.mark.parametrize("warmup_epochs", [2, 0])
-def test_each_steps_loss_weighs_kl_by_min_1_step_over_the_warmup_steps(monkeypatch,
-                                                                        warmup_epochs):
-    # 6 steps an epoch, 3 a compiled call, over 3 epochs: the weight rises, reaches 1 at
-    # step 12 and stays there; without warm-up the KL keeps its whole weight from step 0.
-    weights = recorded_kl_weights(tiny_params(kl_warmup_epochs=warmup_epochs), 3, monkeypatch)
+@pytest.mark.parametrize("warmup_epochs, kl_weight", [(2, 1.0), (0, 1.0), (2, 0.25), (0, 4.0)])
+def test_each_steps_loss_weighs_kl_by_kl_weight_times_min_1_step_over_the_warmup_steps(
+        monkeypatch, warmup_epochs, kl_weight):
+    # 6 steps an epoch, 3 a compiled call, over 3 epochs: the weight rises, reaches kl_weight
+    # at step 12 and stays there; without warm-up the KL has its whole weight from step 0.
+    params = tiny_params(kl_warmup_epochs=warmup_epochs, kl_weight=kl_weight)
+    weights = recorded_kl_weights(params, 3, monkeypatch)
     step = np.arange(18)
     expected = np.minimum(1, step / (warmup_epochs * 6)) if warmup_epochs else np.ones(18)
-    np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(weights, kl_weight * expected, rtol=1e-5, atol=1e-7)
 
 
 def test_adams_first_step_uses_the_params_epsilon_and_betas():

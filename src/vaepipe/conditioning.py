@@ -37,11 +37,11 @@ class Classifier:
         return keras.Sequential([*layers, keras.layers.Dense(NUM_DIGITS)],
                                 name="digit_classifier")
 
-    def training_loss(self, reconstruction, kl, logits, labels, weight: float):
-        """The article's loss, mean(rec + KL) + weight * mean(cross-entropy), and the terms
+    def training_loss(self, vae_loss, logits, labels, weight: float):
+        """The article's loss, mean(VAE loss) + weight * mean(cross-entropy), and the terms
         watched for divergence."""
         cross_entropy = digit_cross_entropy(labels, logits)
-        loss = tf.reduce_mean(reconstruction + kl) + weight * tf.reduce_mean(cross_entropy)
+        loss = tf.reduce_mean(vae_loss) + weight * tf.reduce_mean(cross_entropy)
         return loss, [cross_entropy]
 
     def per_image_measures(self, vae_loss, logits, labels) -> tuple:
@@ -86,8 +86,8 @@ class Unconditioned:
     def build_network(self, hidden_layers, activation: str) -> None:
         return None
 
-    def training_loss(self, reconstruction, kl, logits, labels, weight: float):
-        return tf.reduce_mean(reconstruction + kl), []
+    def training_loss(self, vae_loss, logits, labels, weight: float):
+        return tf.reduce_mean(vae_loss), []
 
     def per_image_measures(self, vae_loss, logits, labels) -> tuple:
         return (vae_loss,)

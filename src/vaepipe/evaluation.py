@@ -19,12 +19,12 @@ from vaepipe import family
 from vaepipe.data import load_split
 from vaepipe.devices import evaluation_device, set_up_tensorflow, use_xla
 from vaepipe.files import staged_outputs, write_json
-from vaepipe.model import NUM_DIGITS, VAE, kl_to_standard_normal, load_model, to_float_images
+from vaepipe.model import (NUM_DIGITS, VAE, kl_to_standard_normal, load_model, log_weights,
+                           to_float_images)
 from vaepipe.params import Params
 from vaepipe.progress import WorkBar, progress_bar
 from vaepipe.tf_runtime import tf
 
-LOG_2PI = math.log(2.0 * math.pi)
 # Decoder rows (image-sample pairs) per group of samples: small enough that a group's 784
 # outputs a row stay in a 2-core CPU's cache (benchmarks/eval_speed.py chose it).
 GROUP_ROWS = 1000
@@ -48,23 +48,16 @@ def per_image_bounds(model: VAE, x, eps, group_rows: int | None = None):
     mu, var = model.encode(x)
     digit_probs = model.digit_probs(x)
 
-    def log_weights(eps):  # (n, c, z_dim) -> log w and log p(x|z), each (n, c)
-        c, z_dim = tf.shape(eps)[1], tf.shape(eps)[2]
-        z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, c, z_dim)
-        output = model.decoder_output(tf.reshape(z, [n * c, z_dim]),
-                                      tf.repeat(digit_probs, c, axis=0))
-        log_likelihood = model.likelihood.log_prob(x[:, None, :], tf.reshape(output, [n, c, -1]))
-        log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
-        log_posterior = -0.5 * tf.reduce_sum(
-            tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
-        return log_likelihood + log_prior - log_posterior, log_likelihood
+    def sample_log_weights(eps):  # (n, c, z_dim) -> log w and log p(x|z), each (n, c)
+        return log_weights(model, x, mu, var, digit_probs, eps)
 
     c = k if group_rows is None else samples_per_group(n, k, group_rows)
     if c == k:
-        log_w, log_likelihood = log_weights(eps)
+        log_w, log_likelihood = sample_log_weights(eps)
     else:  # groups of c samples, (n, K/c, c, z_dim) -> (K/c, n, c, z_dim), one at a time
         groups = tf.transpose(tf.reshape(eps, [n, k // c, c, -1]), [1, 0, 2, 3])
-        per_group = tf.map_fn(log_weights, groups, fn_output_signature=(tf.float32, tf.float32))
+        per_group = tf.map_fn(sample_log_weights, groups,
+                              fn_output_signature=(tf.float32, tf.float32))
         log_w, log_likelihood = (tf.reshape(tf.transpose(t, [1, 0, 2]), [n, k])
                                  for t in per_group)
     iwae = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))

@@ -48,6 +48,10 @@ FAMILY: dict[str, Choice] = {
             "render.style_sources": 6, "render.traversal_digit": 3}),
         "none": Member("vaepipe.conditioning:Unconditioned"),
     }),
+    "objective": Choice("elbo", {
+        "elbo": Member("vaepipe.objectives:Elbo", built_with=("train_samples",)),
+        "iwae": Member("vaepipe.objectives:ImportanceWeighted", built_with=("train_samples",)),
+    }),
     "architecture": Choice("mlp", {
         "mlp": Member("vaepipe.architectures:MLP"),
         "conv": Member("vaepipe.architectures:Conv", built_with=("conv_filters",),

@@ -9,6 +9,7 @@ ones in the decoder (architectures.py).
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from vaepipe.errors import PipelineError
 from vaepipe.params import NetworkConfig, validated
 from vaepipe.tf_runtime import keras, tf
 
-family.import_pieces()  # whatever the params choose is among the stages' imported modules
+LOG_2PI = math.log(2.0 * math.pi)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -126,6 +127,23 @@ def kl_to_standard_normal(mu, var):
     return -0.5 * tf.reduce_sum(1.0 + tf.math.log(var) - tf.square(mu) - var, axis=-1)
 
 
+def log_weights(model: "VAE", x, mu, var, digit_probs, eps, kl_scale=None):
+    """For images x (n, 784) with posterior mu, var (n, z_dim) and digit probabilities (n, 10)
+    or (n, 0), and noise eps (n, c, z_dim): each sample's log weight, log p(x|z, c) + log p(z)
+    - log q(z|x), and its log p(x|z, c), each (n, c). With `kl_scale`, log p(z) - log q(z|x)
+    is weighted by it (a KL weight or warm-up)."""
+    n, c, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
+    z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, c, z_dim)
+    output = model.decoder_output(tf.reshape(z, [n * c, z_dim]), tf.repeat(digit_probs, c, axis=0))
+    log_likelihood = model.likelihood.log_prob(x[:, None, :], tf.reshape(output, [n, c, -1]))
+    log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+    log_posterior = -0.5 * tf.reduce_sum(
+        tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
+    if kl_scale is None:  # as evaluation has always summed it
+        return log_likelihood + log_prior - log_posterior, log_likelihood
+    return log_likelihood + kl_scale * (log_prior - log_posterior), log_likelihood
+
+
 def to_float_images(images: np.ndarray) -> np.ndarray:
     """uint8 images of any shape (n, 28, 28) or (n, 784) to float32 rows in [0, 1]."""
     return (np.asarray(images, dtype=np.float32) / 255.0).reshape(len(images), IMAGE_PIXELS)
@@ -179,3 +197,8 @@ def _read_config(path: Path, rerun: str) -> dict:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# Last, once this module's names exist (the pieces import them): whatever the params choose is
+# then among the modules a stage imports, and so among its deps in dvc.yaml.
+family.import_pieces()

@@ -30,6 +30,7 @@ Likelihood = Literal[FAMILY["likelihood"].values]
 Binarization = Literal[FAMILY["binarization"].values]
 Conditioning = Literal[FAMILY["conditioning"].values]
 Architecture = Literal[FAMILY["architecture"].values]
+Objective = Literal[FAMILY["objective"].values]
 LearningRateSchedule = Literal["constant", "iwae"]
 Checked = TypeVar("Checked", bound=BaseModel)
 
@@ -226,6 +227,15 @@ class Params(Group):
     kl_warmup_epochs: int = limit("epochs over which the KL term's weight rises from 0 to 1 "
                                   "(0: always 1)", high="more epochs than any run has",
                                   ge=0, le=100_000)
+    kl_weight: float = limit("beta, the KL term's weight (1: the VAE; with a warm-up, the weight "
+                             "it rises to)", high="the posterior then collapses onto the prior",
+                             ge=0, le=100)
+    objective: Objective = Field(description="elbo: the negative ELBO, averaged over "
+                                             "train_samples (the article's); iwae: the "
+                                             "importance-weighted bound of train_samples")
+    train_samples: int = limit("k: samples of z per image in each training step",
+                               high="the IWAE paper's largest is 50; each sample is decoded",
+                               ge=1, le=5000)
     likelihood: Likelihood = Field(description="p(x|z): gaussian (the article's, with "
                                                "decoder_std) or bernoulli (the decoder outputs "
                                                "logits)")
@@ -250,6 +260,14 @@ class Params(Group):
             raise ParamError("batch_size", (
                 f"must be at most the {training_images} training images left after "
                 f"data.validation_size = {self.data.validation_size}, got {self.batch_size}"))
+        return self
+
+    @model_validator(mode="after")
+    def _samples_fit_in_memory(self) -> "Params":
+        if self.batch_size * self.train_samples > MAX_DECODED_PER_BATCH:
+            raise ParamError("train_samples", (
+                f"batch_size x train_samples must be at most {MAX_DECODED_PER_BATCH} decoded "
+                f"images a step, got {self.batch_size} x {self.train_samples}"))
         return self
 
     @model_validator(mode="after")

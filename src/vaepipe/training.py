@@ -214,6 +214,7 @@ class Trainer:
 
     def __post_init__(self):
         self.binarization = family.build("binarization", self.params)
+        self.objective = family.build("objective", self.params)
         self.loss_terms = self.model.conditioning.loss_terms
         self.replication = replication(self.strategy)
         xla, why = use_xla(self.params.train.jit_compile, self.model, self.strategy)
@@ -232,30 +233,34 @@ class Trainer:
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
         return seed
 
-    def _eps(self, batch_size, seed):
-        """Reparameterisation noise for a batch, from a `_noise_seed`."""
-        return tf.random.stateless_normal([batch_size, self.model.z_dim], seed=seed)
+    def _eps(self, rows, seed):
+        """Reparameterisation noise for `rows` samples, from a `_noise_seed`."""
+        return tf.random.stateless_normal([rows, self.model.z_dim], seed=seed)
 
-    def _kl_weight(self, step):
-        """The KL term's weight at Adam's `step`: rises linearly from 0 to 1 over
-        kl_warmup_epochs, then stays 1."""
-        warmup_steps = self.params.kl_warmup_epochs * self.steps_per_epoch
-        return tf.minimum(1.0, tf.cast(step, tf.float32) / warmup_steps)
+    def _kl_scale(self, step):
+        """The KL term's weight at Adam's `step`: kl_weight, times a warm-up that rises
+        linearly from 0 to 1 over kl_warmup_epochs; None when it is 1 throughout, so that the
+        article's loss stays op for op."""
+        scale = None
+        if self.params.kl_warmup_epochs:
+            warmup_steps = self.params.kl_warmup_epochs * self.steps_per_epoch
+            scale = tf.minimum(1.0, tf.cast(step, tf.float32) / warmup_steps)
+        if self.params.kl_weight != 1:
+            scale = self.params.kl_weight * (1.0 if scale is None else scale)
+        return scale
 
     def _step(self, x, y):
         """One Adam step on this replica's part of a batch; which loss terms were not finite."""
         weights = self.model.trainable_variables
         seed = self._noise_seed(self.optimizer.iterations, self.replication.replica_id())
         x = self.binarization.batch(x, seed)
+        eps = self._eps(tf.shape(x)[0] * self.objective.samples, seed)
         with tf.GradientTape() as tape:
-            reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0], seed))
-            if self.params.kl_warmup_epochs:  # without, the article's loss op for op
-                kl_term = self._kl_weight(self.optimizer.iterations) * kl
-            else:
-                kl_term = kl
+            vae_loss, watched, logits = self.objective.per_image(
+                self.model, x, eps, self._kl_scale(self.optimizer.iterations))
             loss, more_terms = self.model.conditioning.training_loss(
-                reconstruction, kl_term, logits, y, self.params.digit_classification_weight)
-            terms = [reconstruction, kl, *more_terms]
+                vae_loss, logits, y, self.params.digit_classification_weight)
+            terms = [*watched, *more_terms]
             # Replicas' gradients are summed: each contributes its share of the mean.
             loss /= self.strategy.num_replicas_in_sync
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))

@@ -1,0 +1,85 @@
+"""The training objectives against their definitions, written out in numpy float64."""
+
+import numpy as np
+import pytest
+
+from vaepipe import family
+from vaepipe.objectives import Elbo, ImportanceWeighted
+from vaepipe.tf_runtime import tf
+
+from test_evaluation import bernoulli_model, images, model, numpy_iwae, numpy_log_weights  # noqa: F401
+
+K = 4
+
+
+def batch(images, k: int):
+    """12 binarized images and k noise rows per image, stacked image by image."""
+    x = (np.random.default_rng(6).random((12, 784)) < images.reshape(12, 784) / 255)
+    eps = np.random.default_rng(7).standard_normal((12, k, 3)).astype(np.float32)
+    return x.astype(np.float32), eps
+
+
+def kl_closed_form(mu, var):
+    return 0.5 * (mu**2 + var - 1 - np.log(var)).sum(axis=1)
+
+
+@pytest.mark.parametrize("kl_scale", [None, 0.3])
+def test_the_k_sample_elbo_averages_k_reconstructions_and_adds_the_weighted_kl(
+        bernoulli_model, images, kl_scale):
+    x, eps = batch(images, K)
+    _, log_lik, mu, var = numpy_log_weights(bernoulli_model, x, eps.astype(np.float64))
+    loss, (reconstruction, kl), _ = Elbo(K).per_image(bernoulli_model, x, eps.reshape(12 * K, 3),
+                                                      kl_scale)
+    expected_kl = kl_closed_form(mu, var)
+    np.testing.assert_allclose(reconstruction.numpy(), -log_lik.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(kl.numpy(), expected_kl, rtol=1e-4, atol=1e-5)
+    weight = 1.0 if kl_scale is None else kl_scale
+    np.testing.assert_allclose(loss.numpy(), -log_lik.mean(axis=1) + weight * expected_kl,
+                               rtol=1e-5)
+
+
+def test_the_one_sample_elbo_is_the_articles_loss(model, images):
+    x, eps = batch(images, 1)
+    eps = eps.reshape(12, 3)
+    loss, (reconstruction, kl), logits = Elbo(1).per_image(model, x, eps)
+    article_reconstruction, article_kl, article_logits = model(x, eps)
+    np.testing.assert_array_equal(reconstruction.numpy(), article_reconstruction.numpy())
+    np.testing.assert_array_equal(loss.numpy(), (article_reconstruction + article_kl).numpy())
+    np.testing.assert_array_equal(logits.numpy(), article_logits.numpy())
+
+
+@pytest.mark.parametrize("kl_scale", [None, 0.3])
+def test_the_iwae_loss_is_minus_the_log_mean_of_the_k_weights(bernoulli_model, images,
+                                                              kl_scale):
+    x, eps = batch(images, K)
+    log_w, log_lik, _, _ = numpy_log_weights(bernoulli_model, x, eps.astype(np.float64),
+                                             1.0 if kl_scale is None else kl_scale)
+    loss, (reconstruction, _), _ = ImportanceWeighted(K).per_image(
+        bernoulli_model, x, eps.reshape(12 * K, 3), kl_scale)
+    np.testing.assert_allclose(loss.numpy(), -numpy_iwae(log_w), rtol=1e-5)
+    np.testing.assert_allclose(reconstruction.numpy(), -log_lik.mean(axis=1), rtol=1e-5)
+
+
+def test_the_iwae_loss_is_below_the_elbos_and_equals_it_at_one_sample(bernoulli_model, images):
+    x, eps = batch(images, K)
+    log_w, _, _, _ = numpy_log_weights(bernoulli_model, x, eps.astype(np.float64))
+    iwae, _, _ = ImportanceWeighted(K).per_image(bernoulli_model, x, eps.reshape(12 * K, 3))
+    assert np.all(iwae.numpy() < -log_w.mean(axis=1))  # Jensen: log mean w >= mean log w
+    one, _, _ = ImportanceWeighted(1).per_image(bernoulli_model, x, eps[:, 0])
+    np.testing.assert_allclose(one.numpy(), -log_w[:, 0], rtol=1e-5)
+
+
+def test_the_objective_key_builds_its_piece_with_train_samples():
+    for value, piece in (("elbo", Elbo), ("iwae", ImportanceWeighted)):
+        built = family.build("objective", {"objective": value, "train_samples": 5})
+        assert isinstance(built, piece) and built.samples == 5
+
+
+def test_a_k_sample_objective_has_a_gradient_for_every_weight(bernoulli_model, images):
+    x, eps = batch(images, K)
+    for objective in (Elbo(K), ImportanceWeighted(K)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(objective.per_image(bernoulli_model, x,
+                                                      eps.reshape(12 * K, 3), 0.5)[0])
+        gradients = tape.gradient(loss, bernoulli_model.trainable_variables)
+        assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in gradients)
