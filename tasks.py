@@ -6,6 +6,7 @@
     python3 tasks.py check [--base REV]          # compare metrics with a base revision
     python3 tasks.py report [--diff REV...]      # the plots page, reports/html/index.html
     python3 tasks.py reproduce NAME              # a long run from reproductions/NAME.yaml
+    python3 tasks.py verify NAME                 # its committed weights scored again here
 
 Each creates `.venv` on first use, installs the exact versions in requirements.lock and the
 package itself, and does nothing more on later runs unless the lock or pyproject.toml changed;
@@ -96,6 +97,7 @@ def main(argv) -> int:
         "check": ["-m", "vaepipe.regression"],
         "report": ["-m", "vaepipe.report"],
         "reproduce": ["-m", "vaepipe.reproduce"],
+        "verify": ["-m", "vaepipe.verify"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)

@@ -1,11 +1,13 @@
 """Seconds per training epoch: this project's loop, the article's loop, two references, and
 the machine's floor.
 
-    .venv/bin/python benchmarks/train_speed.py [--epochs 5]
+    .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--recipe NAME]
     .venv/bin/python -m pip install -e '.[bench]'   # once, for the jax_scan reference
 
 Runs on data/prepared when it exists (else random images of the same shape), with the model
-hyperparameters of params.yaml. Each measurement runs in its own process (the article's loop
+hyperparameters of params.yaml, or with a reproduction's (`--recipe iwae_vae_warmup`: the
+recipe laid over params.yaml as `tasks.py reproduce` lays it; then only this project's loops and
+the floor run, since the references implement the article's model alone). Each measurement runs in its own process (the article's loop
 needs TensorFlow's graph mode, which is global) and reports its peak resident memory:
 - project: `Trainer` as the train stage uses it (XLA, `steps_per_execution` steps per call);
 - measure: the train stage's per-epoch measurement (the losses over both splits);
@@ -87,10 +89,13 @@ def time_measure(params, epochs: int) -> list[float]:
     return times
 
 
-def measurement_flop_share() -> float:
-    """Forward passes over both splits / an epoch's forward and backward (3 forwards) passes."""
+def measurement_flop_share(params) -> float:
+    """Forward passes over both splits, one sample of z each / an epoch's forward and backward
+    passes (3 forwards) with train_samples samples."""
     train, val = (len(training_images(split)[0]) for split in ("train", "val"))
-    return (train + val) / (3 * train)
+    one_sample = params.model_copy(update={"train_samples": 1})
+    forward_per_image = flops_per_epoch(one_sample, train) / 3 / train
+    return forward_per_image * (train + val) / flops_per_epoch(params, train)
 
 
 def time_article(params, epochs: int) -> list[float]:
@@ -312,18 +317,35 @@ def matmul_gflops(repeats: int = 20) -> float:
 
 def flops_per_epoch(params, images: int) -> float:
     """Dense-layer FLOPs for forward + backward (3x forward) over one epoch of images."""
+    from vaepipe import family
+
     def mlp_macs(sizes):
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    digits = family.build("conditioning", params).width  # 0 without the classifier
     encoder = mlp_macs([784, *params.encoder_layers]) + 2 * params.encoder_layers[-1] * params.z_dim
-    classifier = mlp_macs([784, *params.digit_classification_layers, 10])
-    decoder = mlp_macs([params.z_dim + 10, *params.decoder_layers, 784])
+    classifier = mlp_macs([784, *params.digit_classification_layers, 10]) if digits else 0
+    # k samples of z per image: the decoder runs k times
+    decoder = mlp_macs([params.z_dim + digits, *params.decoder_layers, 784]) * params.train_samples
     steps = images // params.batch_size
     return 3 * 2 * (encoder + classifier + decoder) * steps * params.batch_size
 
 
-def measure(mode: str, epochs: int) -> dict:
-    from vaepipe.params import load_params
-    params = load_params(ROOT / "params.yaml")
+def benchmark_params(recipe: str | None):
+    """params.yaml's, or with `recipe` (a name in reproductions/) laid over it."""
+    from vaepipe.errors import PipelineError
+    from vaepipe.params import load_params, parse_params, parse_yaml
+    from vaepipe.reproduce import RECIPES, recipe_params
+    if recipe is None:
+        return load_params(ROOT / "params.yaml")
+    path = ROOT / RECIPES / f"{recipe}.yaml"
+    if not path.is_file():
+        raise PipelineError(f"{path.relative_to(ROOT)}: no such recipe")
+    text = recipe_params((ROOT / "params.yaml").read_text(), path.read_text(), path)
+    return parse_params(parse_yaml(text, path))
+
+
+def measure(mode: str, epochs: int, recipe: str | None) -> dict:
+    params = benchmark_params(recipe)
     if mode == "floor":
         gflops = matmul_gflops()
         flops = flops_per_epoch(params, len(training_images()[0]))
@@ -357,18 +379,29 @@ def missing_packages(mode: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="a reproduction's params (reproductions/NAME.yaml)")
     parser.add_argument("--mode", choices=(*LOOPS, "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(measure(args.mode, args.epochs)))
+        print(json.dumps(measure(args.mode, args.epochs, args.recipe)))
         return
+    from vaepipe.errors import PipelineError
+    try:
+        benchmark_params(args.recipe)  # a bad recipe stops here, in one line
+    except PipelineError as error:
+        sys.exit(f"error: {error}")
+    print(f"params: {'params.yaml' if args.recipe is None else f'reproductions/{args.recipe}.yaml'}")
+    modes = ("project", "measure") if args.recipe else LOOPS
+    recipe = ["--recipe", args.recipe] if args.recipe else []
     results, notes = {}, []
-    for mode in (*LOOPS, "floor"):
+    for mode in (*modes, "floor"):
         if why := missing_packages(mode):
             notes.append(f"{mode}: skipped ({why})")
             continue
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--epochs",
-                              str(args.epochs)], capture_output=True, text=True, check=True)
+                              str(args.epochs), *recipe], capture_output=True, text=True,
+                             check=True)
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     floor = results["floor"]
     print(f"matmul throughput: {floor['gflops']:.0f} GFLOP/s; model: "
@@ -381,7 +414,7 @@ def main() -> None:
     share = results["measure"]["seconds"] / results["project"]["seconds"]
     print(f"measure: the per-epoch losses over the training and validation splits, "
           f"{share:.0%} of a project epoch; its forward passes alone are "
-          f"{measurement_flop_share():.0%} of an epoch's FLOPs")
+          f"{measurement_flop_share(benchmark_params(args.recipe)):.0%} of an epoch's FLOPs")
     for note in notes:
         print(note)
 

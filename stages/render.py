@@ -9,7 +9,7 @@ from vaepipe.render import render_stage
 
 def main() -> None:
     render_stage(load_params(), "models/vae", "models/samples.npy", "reports/train",
-                 "data/prepared", "reports/figures")
+                 "data/prepared", "reports/evaluate/latent_units.json", "reports/figures")
 
 
 if __name__ == "__main__":

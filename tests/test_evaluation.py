@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -5,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from vaepipe import progress
-from vaepipe.evaluation import (Evaluator, confusion_matrix, evaluate_stage, per_image_bounds,
-                                samples_per_group, summarize)
+from vaepipe.evaluation import (Evaluator, confusion_matrix, evaluate_stage, latent_units,
+                                per_image_bounds, samples_per_group, summarize)
 from vaepipe.model import VAE, save_model
 from vaepipe.params import load_params
 
@@ -176,9 +177,48 @@ def test_the_stage_in_a_log_shows_the_images_done_once_a_batch(model, images, tm
     params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
         update={"iwae_samples": 10, "batch_size": 5})})
     evaluate_stage(params, tmp_path / "vae", tmp_path / "prepared", tmp_path / "metrics.json",
-                   tmp_path / "predictions.csv")
+                   tmp_path / "predictions.csv", tmp_path / "latent_units.json")
     lines = capsys.readouterr().err.splitlines()
     for split in ("test", "val"):  # 12 images, 5 a batch: the lines of the first two
         shown = [line.split("|")[2].split(" [")[0] for line in lines
                  if line.startswith(f"evaluating {split}: ")]
         assert shown == [" 5/12", " 10/12"]
+
+
+def test_latent_units_follow_the_papers_definition_against_numpy(images):
+    tf.keras.utils.set_random_seed(2)
+    model = VAE([16], [16], [16], "sigmoid", 0.5, 4)
+    kernel, bias = model.mu_layer.get_weights()
+    kernel[:, 1] = 0.0  # unit 2's posterior mean is its bias for every image: inactive
+    model.mu_layer.set_weights([kernel, bias])
+    x = np.random.default_rng(8).random((2500, 784)).astype(np.float32)  # 3 groups to encode
+    units = latent_units(model, x)
+    mu, var = (np.asarray(t, dtype=np.float64) for t in model.encode(x))
+    activity = np.cov(mu.T).diagonal()
+    np.testing.assert_allclose(units["activity"], activity, rtol=1e-10)
+    assert units["activity"][1] == 0.0
+    assert units["active_units"] == int(np.sum(activity > 0.01)) and units["units"] == 4
+    kl = 0.5 * (mu**2 + var - 1 - np.log(var)).mean(axis=0)
+    np.testing.assert_allclose(units["kl"], kl, rtol=1e-10)
+    # the units' KLs sum to the mean per-image KL of the bound
+    _, _, per_image_kl = per_image_bounds(model, x[:100], np.zeros((100, 1, 4), np.float32))
+    assert sum(latent_units(model, x[:100])["kl"]) == pytest.approx(
+        float(np.mean(per_image_kl.numpy())), rel=1e-5)
+
+
+def test_the_stage_writes_the_test_splits_latent_units(model, images, tmp_path):
+    save_model(model, tmp_path / "vae")
+    (tmp_path / "prepared").mkdir()
+    for split in ("test", "val"):
+        np.savez(tmp_path / "prepared" / f"{split}.npz", images=images,
+                 labels=np.arange(12, dtype=np.uint8) % 10)
+    params = load_params(PROJECT_PARAMS)
+    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+        update={"iwae_samples": 3, "batch_size": 6})})
+    evaluate_stage(params, tmp_path / "vae", tmp_path / "prepared", tmp_path / "metrics.json",
+                   tmp_path / "predictions.csv", tmp_path / "units.json")
+    [written] = json.loads((tmp_path / "units.json").read_text()).values()
+    expected = latent_units(model, images.reshape(12, 784).astype(np.float32) / 255)
+    for key in ("activity", "kl"):
+        np.testing.assert_allclose(written.pop(key), expected.pop(key), rtol=1e-6)
+    assert written == expected

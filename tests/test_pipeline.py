@@ -140,8 +140,8 @@ def test_repro_writes_every_output_and_leaves_a_clean_status(repo):
         assert 0 <= metrics[split]["accuracy"] <= 1
     figures = sorted(p.name for p in (repo.root / "reports" / "figures").iterdir())
     assert figures == ["latent_manifold.png", "latent_pca.png", "latent_scatter.png",  # z_dim 2
-                       "latent_traversals.png", "loss_curves.png", "reconstructions.png",
-                       "sample_grid.png", "style_transfer.png"]
+                       "latent_traversals.png", "latent_units.png", "loss_curves.png",
+                       "reconstructions.png", "sample_grid.png", "style_transfer.png"]
     assert "Stage 'render' didn't change" in repo.dvc("repro").stdout
 
 
@@ -399,9 +399,10 @@ def test_a_stage_run_without_the_environment_says_to_activate_it(repo, tmp_path)
 @needs_namespaces
 def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results(repo):
     # Root ignores permission bits: a read-only bind mount in a private namespace is the real
-    # thing. The folder of one of evaluate's two outputs is read-only.
+    # thing. The folder of two of evaluate's three outputs is read-only.
     outputs = [repo.root / "reports" / "metrics.json",
-               repo.root / "reports" / "evaluate" / "test_predictions.csv"]
+               repo.root / "reports" / "evaluate" / "test_predictions.csv",
+               repo.root / "reports" / "evaluate" / "latent_units.json"]
     before = [path.read_bytes() for path in outputs]
     shell = ("mount --bind reports/evaluate reports/evaluate && "
              "mount -o remount,bind,ro reports/evaluate && "
@@ -434,8 +435,8 @@ def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
         assert "comparable with the VAE and IWAE papers" in metrics[split]["nll_measures"]
     figures = sorted(p.name for p in (repo.root / "reports" / "figures").iterdir())
     assert figures == ["latent_manifold.png", "latent_pca.png", "latent_scatter.png",
-                       "latent_traversals.png", "loss_curves.png", "reconstructions.png",
-                       "sample_grid.png"]  # no style transfer without digits
+                       "latent_traversals.png", "latent_units.png", "loss_curves.png",
+                       "reconstructions.png", "sample_grid.png"]  # no style transfer without digits
     predictions = (repo.root / "reports" / "evaluate" / "test_predictions.csv").read_text()
     assert predictions == "actual,predicted\n"
     repo.run("git", "checkout", "-q", "--", ".")
@@ -476,9 +477,10 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
     prepared = repo.root / "data" / "prepared"
     model, samples, live = tmp_path / "vae", tmp_path / "samples.npy", tmp_path / "live"
     train(params, prepared, model, samples, live, None)
+    units = tmp_path / "latent_units.json"
     metrics = evaluate_stage(params, model, prepared, tmp_path / "metrics.json",
-                             tmp_path / "predictions.csv")
-    render_stage(params, model, samples, live, prepared, tmp_path / "figures")
+                             tmp_path / "predictions.csv", units)
+    render_stage(params, model, samples, live, prepared, units, tmp_path / "figures")
     saved = load_model(model)
     assert ({key: saved.config[key] for key in ("likelihood", "conditioning", "architecture")}
             == {"likelihood": likelihood, "conditioning": conditioning,
@@ -494,7 +496,28 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
     assert logged == set(saved.conditioning.split_metrics)
     figures = {path.name for path in (tmp_path / "figures").iterdir()}
     assert ("style_transfer.png" in figures) == (conditioning == "classifier")
-    assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png"} <= figures
+    assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png",
+            "latent_units.png"} <= figures
+    assert json.loads(units.read_text())["test"]["units"] == saved.z_dim
+
+
+def check_verify(repo, committed: Path) -> None:
+    """`vaepipe.verify` scores the committed weights to the committed NLL on the machine that
+    made them, and fails, saying so, against an NLL moved by more than its standard error."""
+    verify = (sys.executable, "-m", "vaepipe.verify", "tiny")
+    metrics = json.loads(committed.read_text())
+    nll, stderr = metrics["test"]["nll"], metrics["test"]["nll_stderr"]
+    agreed = repo.run(*verify)
+    assert agreed.stdout == (f"tiny: test NLL {nll:.3f} ± {stderr:.3f} here, {nll:.3f} ± "
+                             f"{stderr:.3f} committed: a difference of +0.0000 nats, within one "
+                             f"standard error\n")
+    metrics["test"]["nll"] = nll - 2 * stderr
+    committed.write_text(json.dumps(metrics))
+    moved = repo.run(*verify, check=False)
+    assert moved.returncode == 1 and moved.stdout.endswith("nats, OUTSIDE one standard error\n")
+    missing = repo.run(sys.executable, "-m", "vaepipe.verify", "nothing", check=False)
+    assert (missing.returncode, missing.stderr) == (
+        1, "error: reproductions/nothing: no such record (there are: tiny)\n")
 
 
 def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
@@ -514,8 +537,11 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         head = repo.commit("a recipe")
         repo.run(*reproduce)
         assert sorted(path.name for path in kept.iterdir()) == [
-            "commit.txt", "dvc.lock", "loss_curves.png", "metrics.json", "params.yaml",
-            "sample_grid.png", "train_metrics.json"]
+            "commit.txt", "dvc.lock", "latent_units.json", "latent_units.png", "loss_curves.png",
+            "metrics.json", "model", "params.yaml", "sample_grid.png", "train_metrics.json"]
+        workspace_model = repo.root / ".reproductions" / "tiny" / "models" / "vae"
+        for name in ("config.json", "model.weights.h5"):
+            assert (kept / "model" / name).read_bytes() == (workspace_model / name).read_bytes()
         params = yaml.safe_load((kept / "params.yaml").read_text())
         assert (params["z_dim"], params["evaluate"]["iwae_samples"]) == (3, 7)
         metrics = json.loads((kept / "metrics.json").read_text())
@@ -524,6 +550,7 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         assert {name: (repo.root / name).read_bytes() for name in watched} == before
         again = repo.run(*reproduce)
         assert "Running stage" not in again.stdout  # done: nothing reruns
+        check_verify(repo, kept / "metrics.json")
 
         # A key taken out of the recipe is gone from the next run, in the same workspace.
         recipe.write_text("z_dim: 3\n")

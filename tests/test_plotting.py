@@ -1,6 +1,7 @@
 from functools import partial
 from pathlib import Path
 
+import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -43,6 +44,11 @@ def latent_means(rng: np.random.Generator, n: int, z_dim: int) -> tuple[np.ndarr
     return means, labels
 
 
+# Five units, two of them inactive (activity at or below the threshold).
+UNITS = {"activity": np.array([0.5, 0.002, 1.2, 0.01, 0.3]),
+         "kl": np.array([2.0, 0.01, 3.5, 0.02, 1.0]), "activity_threshold": 0.01}
+
+
 def figure_cases() -> dict[str, tuple]:
     """name -> (plot function, figure builder, arguments): every figure, from synthetic data."""
     rng = np.random.default_rng(0)
@@ -67,6 +73,8 @@ def figure_cases() -> dict[str, tuple]:
                             (random_images(rng, 4, 4), np.linspace(-3, 3, 4), None)),
         "latent_scatter": (plotting.plot_latent_scatter, plotting.latent_scatter_figure,
                            latent_means(rng, 500, 2)),
+        "latent_units": (plotting.plot_latent_units, plotting.latent_units_figure,
+                         (UNITS,)),
     }
 
 
@@ -277,3 +285,14 @@ def test_latent_scatter_draws_the_means_on_their_own_axes():
     means, labels = latent_means(np.random.default_rng(0), 50, 2)
     fig = plotting.latent_scatter_figure(means, labels)
     np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), means)
+
+
+def test_the_latent_units_figure_greys_the_inactive_units_and_counts_the_active_ones():
+    activity_ax, kl_ax = plotting.latent_units_figure(UNITS).axes
+    assert activity_ax.get_title() == "3 of 5 units active (activity above 0.01, dashed)"
+    for ax, values in ((activity_ax, UNITS["activity"]), (kl_ax, UNITS["kl"])):
+        bars = ax.patches
+        np.testing.assert_allclose([bar.get_height() for bar in bars], values)
+        grey = [bar.get_facecolor() == matplotlib.colors.to_rgba("tab:gray") for bar in bars]
+        assert grey == [False, True, False, True, False]
+    assert kl_ax.get_title().endswith("6.53 nats in all")

@@ -6,8 +6,8 @@ from vaepipe.conditioning import Classifier
 from vaepipe.errors import PipelineError, run_stage
 from vaepipe.model import VAE, save_model
 from vaepipe.params import load_params
-from vaepipe.render import (latent_manifold, latent_traversals, read_history, reconstruct,
-                            redraw_as_every_digit, render_stage)
+from vaepipe.render import (latent_manifold, latent_traversals, read_history, read_latent_units,
+                            reconstruct, redraw_as_every_digit, render_stage)
 
 from conftest import PROJECT_PARAMS
 
@@ -84,7 +84,8 @@ def test_render_refuses_a_damaged_history_and_keeps_the_figures(model, tmp_path,
     with pytest.raises(SystemExit) as stop:
         run_stage(lambda: render_stage(load_params(PROJECT_PARAMS), tmp_path / "vae",
                                        tmp_path / "samples.npy", tmp_path / "live",
-                                       tmp_path / "prepared", figures))
+                                       tmp_path / "prepared", tmp_path / "units.json",
+                                       figures))
     assert stop.value.code == 1
     assert capsys.readouterr().err == (f"error: {metric}: line 3: classifier_loss: not a finite "
                                        f"number: '2O1'; rerun `dvc repro train`\n")
@@ -139,3 +140,20 @@ def test_the_latent_manifold_decodes_a_grid_of_z_with_z1_falling_down_the_rows()
     np.testing.assert_allclose(images[0, -1], top_right, rtol=1e-5)
     np.testing.assert_allclose(images[-1, 0], bottom_left, rtol=1e-5)
     assert 0 < images.min() and images.max() < 1  # Bernoulli means: sigmoids of the logits
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "missing (run `dvc repro evaluate`)"),
+    ('{"test": {"activity": [1.0], "kl": [0.5]}}', "not evaluation's latent units (KeyError: "
+     "'activity_threshold'); rerun `dvc repro evaluate`"),
+    ('{"test": {"activity": [1.0, 2.0], "kl": [0.5], "activity_threshold": 0.01}}',
+     "activity and kl must be lists of finite numbers, one per unit; rerun `dvc repro evaluate`"),
+    ("not json", "not evaluation's latent units (JSONDecodeError: "),
+])
+def test_damaged_latent_units_are_one_line_naming_the_file(tmp_path, content, problem):
+    path = tmp_path / "latent_units.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PipelineError) as error:
+        read_latent_units(path)
+    assert str(error.value).startswith(f"{path}: {problem}")

@@ -53,7 +53,8 @@ CHARTS = ["VAE loss per epoch", "Classifier loss per epoch", "Classifier accurac
 # The reader's order: the article's figure and the training curves first.
 PAGE_ORDER = ["reports/figures/sample_grid.png", "reports/figures/loss_curves.png", *CHARTS,
               "reports/figures/reconstructions.png", "reports/figures/style_transfer.png",
-              "reports/figures/latent_pca.png", "reports/figures/latent_traversals.png"]
+              "reports/figures/latent_pca.png", "reports/figures/latent_traversals.png",
+              "reports/figures/latent_units.png"]
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,24 @@ def per_image_bounds(model: VAE, x, eps, group_rows: int | None = None):
     return iwae, reconstruction, kl_to_standard_normal(mu, var)
 
 
+ACTIVITY_THRESHOLD = 0.01  # the IWAE paper's: a unit is active when Cov_x(E_q[u]) exceeds it
+ENCODE_ROWS = 1000  # images encoded at a time for the latent units
+
+
+def latent_units(model: VAE, x: np.ndarray) -> dict:
+    """Each latent unit's activity, Cov_x(E_q(z|x)[u]) over the images x (the variance of its
+    posterior mean, ddof 1 as yburda/iwae's np.cov), and its mean KL(q(u|x) || N(0, 1)); the
+    number of active units."""
+    encoded = [model.encode(x[start:start + ENCODE_ROWS]) for start in range(0, len(x), ENCODE_ROWS)]
+    mu, var = (np.concatenate([np.asarray(t[i], dtype=np.float64) for t in encoded])
+               for i in (0, 1))
+    activity = np.var(mu, axis=0, ddof=1)
+    kl = 0.5 * (np.square(mu) + var - 1.0 - np.log(var))
+    return {"active_units": int(np.sum(activity > ACTIVITY_THRESHOLD)), "units": len(activity),
+            "activity_threshold": ACTIVITY_THRESHOLD, "activity": activity.tolist(),
+            "kl": kl.mean(axis=0).tolist()}
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """counts[actual, predicted] over the 10 digits."""
     counts = np.zeros((NUM_DIGITS, NUM_DIGITS), dtype=np.int64)
@@ -161,31 +179,51 @@ def predictions_table(labels: np.ndarray, predicted: np.ndarray | None) -> pd.Da
     return pd.DataFrame({"actual": labels, "predicted": predicted})
 
 
+SPLITS = ("test", "val")  # in this order: each split's noise stream is its index
+
+
+def split_scorer(params: Params, model_dir: str | Path, device: str):
+    """The model in `model_dir` and a function scoring one split of prepared data as the
+    evaluate stage does: (metrics, predictions, the split's labels and scored images)."""
+    model = load_model(model_dir)
+    xla, why = use_xla(params.train.jit_compile, model, device=device)
+    print(f"XLA: {'on' if xla else 'off'} ({why})", file=sys.stderr)
+    evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
+                          params.seed, xla)
+    binarization = family.build("binarization", params)
+    measures = nll_measures(model, params.binarization, params.evaluate.iwae_samples)
+
+    def score(prepared_dir: str | Path, split: str):
+        data = load_split(prepared_dir, split)
+        images = binarization.split(data.images, split)
+        with progress_bar(len(data.images), f"evaluating {split}", "image") as bar:
+            metrics, predicted = evaluator.evaluate(images, data.labels, SPLITS.index(split), bar)
+        m = with_nll(metrics, measures)
+        accuracy = f"  accuracy {m['accuracy']:.4f}" if "accuracy" in m else ""
+        print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
+              f"(K={params.evaluate.iwae_samples}){accuracy}", file=sys.stderr)
+        return m, predicted, data.labels, images
+    return model, score
+
+
 def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Path,
-                   metrics_path: str | Path, predictions_path: str | Path) -> dict:
-    """Evaluate the trained model on the test and validation splits; write metrics and
-    predictions together, or neither."""
+                   metrics_path: str | Path, predictions_path: str | Path,
+                   units_path: str | Path) -> dict:
+    """Evaluate the trained model on the test and validation splits, and its latent units on
+    the test split; write metrics, predictions and units together, or none."""
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
-    with staged_outputs(files=[metrics_path, predictions_path]) as outputs, tf.device(device):
-        model = load_model(model_dir)
-        xla, why = use_xla(params.train.jit_compile, model, device=device)
-        print(f"XLA: {'on' if xla else 'off'} ({why})", file=sys.stderr)
-        evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
-                              params.seed, xla)
-        binarization = family.build("binarization", params)
-        measures = nll_measures(model, params.binarization, params.evaluate.iwae_samples)
-        metrics, predictions = {}, {}
-        for stream, split in enumerate(("test", "val")):
-            data = load_split(prepared_dir, split)
-            with progress_bar(len(data.images), f"evaluating {split}", "image") as bar:
-                split_metrics, predicted = evaluator.evaluate(
-                    binarization.split(data.images, split), data.labels, stream, bar)
-            metrics[split] = with_nll(split_metrics, measures)
-            predictions[split] = predictions_table(data.labels, predicted)
-            m = metrics[split]
-            accuracy = f"  accuracy {m['accuracy']:.4f}" if "accuracy" in m else ""
-            print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
-                  f"(K={params.evaluate.iwae_samples}){accuracy}", file=sys.stderr)
+    paths = [metrics_path, predictions_path, units_path]
+    with staged_outputs(files=paths) as outputs, tf.device(device):
+        model, score = split_scorer(params, model_dir, device)
+        metrics = {}
+        for split in SPLITS:
+            metrics[split], predicted, labels, images = score(prepared_dir, split)
+            if split == "test":
+                predictions = predictions_table(labels, predicted)
+                units = latent_units(model, to_float_images(images))
+        print(f"test: {units['active_units']} of {units['units']} latent units active "
+              f"(Cov_x E_q[u] > {ACTIVITY_THRESHOLD})", file=sys.stderr)
         write_json(outputs[metrics_path], metrics)
-        outputs[predictions_path].write_bytes(predictions["test"].to_csv(index=False).encode())
+        outputs[predictions_path].write_bytes(predictions.to_csv(index=False).encode())
+        write_json(outputs[units_path], {"test": units})
     return metrics

@@ -259,6 +259,36 @@ def plot_loss_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
     save_png(loss_curves_figure(history), path)
 
 
+def latent_units_figure(units: dict) -> Figure:
+    """units: each latent unit's activity Cov_x(E_q[u]) and mean KL, and the threshold above
+    which a unit counts as active; one bar per unit in each panel, the inactive ones grey."""
+    activity, kl, threshold = units["activity"], units["kl"], units["activity_threshold"]
+    active = activity > threshold
+    unit = np.arange(1, len(activity) + 1)
+    colors = np.where(active, "tab:blue", "tab:gray")
+    fig = Figure(figsize=(max(6.0, 2.0 + 0.16 * len(unit)), 6.5), layout="constrained")
+    activity_ax, kl_ax = fig.subplots(2, 1, sharex=True)
+    activity_ax.bar(unit, activity, color=colors)
+    activity_ax.axhline(threshold, color="tab:red", linestyle="--")
+    activity_ax.set_yscale("log")
+    activity_ax.set_title(f"{int(active.sum())} of {len(unit)} units active (activity above "
+                          f"{threshold:g}, dashed)")
+    activity_ax.set_ylabel("Cov_x(E_q[u]), log scale", fontsize=AXIS_LABEL_FONTSIZE)
+    kl_ax.bar(unit, kl, color=colors)
+    kl_ax.set_title(f"KL(q(u|x) || N(0, 1)), mean over images: {kl.sum():.2f} nats in all")
+    kl_ax.set_ylabel("KL (nats/image)", fontsize=AXIS_LABEL_FONTSIZE)
+    kl_ax.set_xlabel("latent unit", fontsize=AXIS_LABEL_FONTSIZE)
+    kl_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (activity_ax, kl_ax):
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Latent units on the test images", fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def plot_latent_units(units: dict, path: str | os.PathLike) -> None:
+    save_png(latent_units_figure(units), path)
+
+
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project rows of x (n, d) on their first two principal components.
 

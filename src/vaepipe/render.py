@@ -1,5 +1,6 @@
 """The render stage: what each figure shows, computed from the trained model, then drawn."""
 
+import json
 import math
 from pathlib import Path
 
@@ -31,6 +32,25 @@ def read_history(live_dir: str | Path, split_metrics=("vae_loss",)) -> pd.DataFr
             raise PipelineError(f"{path}: holds other epochs than {first}; rerun "
                                 f"`dvc repro train`")
     return pd.DataFrame({"epoch": [step + 1 for step in steps], **columns})
+
+
+def read_latent_units(path: str | Path) -> dict:
+    """The test split's entry of evaluation's latent_units.json: per-unit activity and KL of
+    equal lengths, and the activity threshold."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: missing (run `dvc repro evaluate`)")
+    try:
+        units = json.loads(path.read_bytes())["test"]
+        activity, kl = (np.asarray(units[key], dtype=np.float64) for key in ("activity", "kl"))
+        threshold = float(units["activity_threshold"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{path}: not evaluation's latent units ({type(error).__name__}: "
+                            f"{error}); rerun `dvc repro evaluate`") from None
+    if activity.ndim != 1 or activity.shape != kl.shape or not np.all(np.isfinite(activity)):
+        raise PipelineError(f"{path}: activity and kl must be lists of finite numbers, one per "
+                            f"unit; rerun `dvc repro evaluate`")
+    return {"activity": activity, "kl": kl, "activity_threshold": threshold}
 
 
 def _read_metric(path: Path, name: str) -> tuple[list[int], list[float]]:
@@ -120,9 +140,11 @@ def load_samples(path: str | Path, rows: int) -> np.ndarray:
 
 
 def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path,
-                 live_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path) -> None:
-    """Write the figures into `out_dir`, all or none: six for the article's model; no style
-    transfer without a classifier; with a 2-dimensional z, the latent manifold and scatter too."""
+                 live_dir: str | Path, prepared_dir: str | Path, units_path: str | Path,
+                 out_dir: str | Path) -> None:
+    """Write the figures into `out_dir`, all or none: seven for the article's model; no style
+    transfer without a classifier; with a 2-dimensional z, the latent manifold and scatter too.
+    `units_path` is evaluation's latent_units.json."""
     with atomic_dir(out_dir) as staging:
         model = load_model(model_dir)
         test = load_split(prepared_dir, "test")
@@ -146,6 +168,7 @@ def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path
         plotting.plot_latent_pca(latent_means, test.labels, staging / "latent_pca.png")
         images, values = latent_traversals(model, shown.traversal_steps, shown.traversal_digit)
         plotting.plot_latent_traversals(images, values, digit, staging / "latent_traversals.png")
+        plotting.plot_latent_units(read_latent_units(units_path), staging / "latent_units.png")
         if model.z_dim == 2:
             images, values = latent_manifold(model, MANIFOLD_STEPS, shown.traversal_digit)
             plotting.plot_latent_manifold(images, values, digit, staging / "latent_manifold.png")

@@ -6,8 +6,8 @@
 `.reproductions/NAME/`, a clone of the current commit, by `dvc repro`, so it never touches this
 workspace's outputs; its params.yaml is made anew on every run from the commit's params.yaml
 and the commit's recipe, so the record is exactly what the commit names. It resumes from its
-checkpoint when stopped and run again. When it is done, its metrics, params, dvc.lock and two
-figures are copied to `reproductions/NAME/`, to be committed.
+checkpoint when stopped and run again. When it is done, its metrics, params, dvc.lock, three
+figures and the trained model are copied to `reproductions/NAME/`, to be committed.
 """
 
 import argparse
@@ -33,6 +33,11 @@ RESULTS = {  # what is kept of a run: workspace path -> name in reproductions/NA
     "dvc.lock": "dvc.lock",
     "reports/figures/sample_grid.png": "sample_grid.png",
     "reports/figures/loss_curves.png": "loss_curves.png",
+    "reports/evaluate/latent_units.json": "latent_units.json",
+    "reports/figures/latent_units.png": "latent_units.png",
+    # the trained model, so that `tasks.py verify NAME` can score it again (vaepipe.verify)
+    "models/vae/config.json": "model/config.json",
+    "models/vae/model.weights.h5": "model/model.weights.h5",
 }
 
 
@@ -132,6 +137,7 @@ def run_dvc(workspace: Path, *args: str) -> None:
 def keep_results(name: str, workspace: Path, commit: str) -> Path:
     with atomic_dir(RECIPES / name) as staging:
         for source, kept in RESULTS.items():
+            (staging / kept).parent.mkdir(exist_ok=True)
             shutil.copyfile(workspace / source, staging / kept)
         (staging / "commit.txt").write_text(f"{commit}\n")
     return RECIPES / name
