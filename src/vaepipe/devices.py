@@ -9,9 +9,14 @@
 `use_xla` is the one place that decides whether training and evaluation are XLA-compiled.
 """
 
+import ctypes
 import json
 import os
-from collections.abc import Callable
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from vaepipe.errors import PipelineError
 from vaepipe.params import TrainParams
@@ -88,11 +93,69 @@ def require_tf_config(environ=os.environ) -> dict:
     return config
 
 
+# Run beside a worker while its strategy waits for the others: waits `timeout` seconds for its
+# stdin to close (the worker got through, or died), else names the workers that do not answer
+# and kills the worker.
+PEER_WATCHDOG = """
+import select, signal, socket, sys, os
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to take
+timeout, worker = float(sys.argv[1]), int(sys.argv[2])
+peers = list(zip(sys.argv[3::2], sys.argv[4::2]))  # (index, host:port) of every other worker
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)
+
+def answers(address):
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+silent = [(index, address) for index, address in peers if not answers(address)]
+named = ", ".join(f"worker {index} at {address}" for index, address in silent or peers)
+why = "no answer from" if silent else "the cluster did not form with"
+print(f"error: train.strategy: multi_worker: {why} {named} after {timeout:g} s "
+      f"(train.peer_timeout_seconds); start every worker of TF_CONFIG", file=sys.stderr,
+      flush=True)
+os.kill(worker, signal.SIGKILL)  # TensorFlow takes SIGTERM for itself while it waits
+"""
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+@contextmanager
+def awaiting_peers(config: dict, timeout: float) -> Iterator[None]:
+    """While the strategy waits for the other workers (in TensorFlow's C++, where Python's
+    signal handlers cannot run): Ctrl-C and SIGTERM end the process at once, a watchdog gives
+    up after `timeout` seconds naming the workers that do not answer, and the process dies with
+    its parent (DVC): killed while it waits, stopped as by SIGTERM later. TensorFlow takes
+    SIGTERM for its preemption notice while it waits, so SIGTERM then ends it only at the
+    timeout."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    workers, me = config["cluster"]["worker"], config["task"]["index"]
+    peers = [part for index, address in enumerate(workers) if index != me
+             for part in (str(index), address)]
+    watchdog = subprocess.Popen([sys.executable, "-c", PEER_WATCHDOG, str(timeout),
+                                 str(os.getpid()), *peers], stdin=subprocess.PIPE)
+    handlers = {number: signal.signal(number, signal.SIG_DFL)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:  # Python's handlers back in place of TensorFlow's
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
 def _multi_worker(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
-    require_tf_config()
+    config = require_tf_config()
     if gpus and not _wanted_gpus(train, gpus):
         tf.config.set_visible_devices([], "GPU")  # the strategy takes every visible GPU
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    with awaiting_peers(config, train.peer_timeout_seconds):
+        return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 STRATEGIES: dict[str, Callable[[TrainParams, list], tf.distribute.Strategy]] = {

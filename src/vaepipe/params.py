@@ -39,6 +39,7 @@ MAX_SEED = 2**32 - 1
 MAX_DECODED_PER_BATCH = 200_000  # evaluation images x samples per batch: 0.6 GB of decoded pixels
 IWAE_SCHEDULE_STAGES = 8  # the IWAE paper: stage i lasts 3^i epochs at learning_rate x 10^(-i/7)
 CPU_REPLICAS_UNREAD = 2  # params.yaml's train.cpu_replicas, kept where nothing reads it
+PEER_TIMEOUT_UNREAD = 120.0  # params.yaml's train.peer_timeout_seconds, kept outside multi_worker
 IWAE_SCHEDULE_EPOCHS = sum(3**i for i in range(IWAE_SCHEDULE_STAGES))  # 3280
 
 
@@ -151,6 +152,9 @@ class TrainParams(Group):
     checkpoint_minutes: float = limit(
         "a checkpoint at least this often (wall time), even within an epoch",
         high="a day", ge=0, le=1440)
+    peer_timeout_seconds: float = limit(
+        "multi_worker: seconds to wait for every worker of TF_CONFIG to answer before giving up",
+        high="a day", gt=0, le=86400)
 
     @model_validator(mode="after")
     def _cpu_replicas_are_read(self) -> "TrainParams":
@@ -160,6 +164,15 @@ class TrainParams(Group):
                       else "train.device: gpu")
             raise ParamError("train.cpu_replicas", unused(
                 chosen, "train.strategy: mirrored on a CPU", self.cpu_replicas, kept))
+        return self
+
+    @model_validator(mode="after")
+    def _peer_timeout_is_read(self) -> "TrainParams":
+        kept = PEER_TIMEOUT_UNREAD
+        if self.peer_timeout_seconds != kept and self.strategy != "multi_worker":
+            raise ParamError("train.peer_timeout_seconds", unused(
+                f"train.strategy: {self.strategy}", "train.strategy: multi_worker",
+                self.peer_timeout_seconds, kept))
         return self
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from vaepipe.devices import evaluation_device, set_up_tensorflow
 from vaepipe.errors import PipelineError, run_stage
 from vaepipe.evaluation import split_scorer
-from vaepipe.params import load_params
-from vaepipe.reproduce import RECIPES
+from vaepipe.params import Params, parse_params, parse_yaml
+from vaepipe.reproduce import RECIPES, recipe_params
 from vaepipe.tf_runtime import tf
 
 PREPARED = Path("data/prepared")
@@ -37,12 +37,19 @@ def committed_record(name: str) -> tuple[Path, dict]:
     return record, json.loads((record / "metrics.json").read_text())["test"]
 
 
+def record_params(path: Path) -> Params:
+    """A record's params, laid over today's params.yaml as a recipe is: a key added since the
+    record was made takes its value there (new keys keep the old behaviour at their defaults)."""
+    text = recipe_params(Path("params.yaml").read_text(), path.read_text(), path)
+    return parse_params(parse_yaml(text, path))
+
+
 def verify(name: str) -> bool:
     record, committed = committed_record(name)
     if not (PREPARED / "test.npz").is_file():
         raise PipelineError(f"{PREPARED / 'test.npz'}: missing; `python3 tasks.py repro` "
                             f"prepares MNIST")
-    params = load_params(record / "params.yaml")
+    params = record_params(record / "params.yaml")
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
     with tf.device(device):
         _, score = split_scorer(params, record / "model", device)
