@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from vaepipe.devices import (STRATEGIES, require_tf_config, select_strategy, set_up_tensorflow,
@@ -17,7 +18,7 @@ from vaepipe.devices import (STRATEGIES, require_tf_config, select_strategy, set
 from vaepipe.errors import PipelineError
 from vaepipe.model import VAE
 from vaepipe.tf_runtime import tf
-from vaepipe.training import build_trainer
+from vaepipe.training import build_trainer, workers_slices
 
 from conftest import PROJECT_ROOT
 from test_training import tiny_images, tiny_params, write_prepared
@@ -178,6 +179,23 @@ def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
     assert sorted(p.name for p in folders[0].iterdir()) == ["live", "model", "prepared",
                                                             "samples.npy"]
     assert sorted(p.name for p in folders[1].iterdir()) == ["prepared"]
+
+
+def test_workers_of_two_replicas_each_feed_every_replica_its_own_slice_of_every_batch():
+    # 2 chunks of (batch 8, 3 steps); 2 workers x 2 local replicas: 2 images a replica.
+    chunks = np.arange(2 * 8 * 3).reshape(2, 8, 3)
+    fed = {}
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
+                                             num_replicas_in_sync=4)
+        elements = list(workers_slices(tf.data.Dataset.from_tensor_slices(chunks), 8, context))
+        for index, element in enumerate(elements):  # handed to the local replicas in turn
+            chunk, local = divmod(index, 2)
+            fed[chunk, worker * 2 + local] = element.numpy()
+    for chunk in range(2):
+        pieces = [fed[chunk, replica] for replica in range(4)]
+        assert all(piece.shape == (2, 3) for piece in pieces)
+        np.testing.assert_array_equal(np.concatenate(pieces), chunks[chunk])  # the whole batch
 
 
 ALONE = """

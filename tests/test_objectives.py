@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vaepipe import family
-from vaepipe.objectives import Elbo, ImportanceWeighted
+from vaepipe.objectives import DoublyReparameterized, Elbo, ImportanceWeighted
 from vaepipe.tf_runtime import tf
 
 from test_evaluation import bernoulli_model, images, model, numpy_iwae, numpy_log_weights  # noqa: F401
@@ -83,3 +83,51 @@ def test_a_k_sample_objective_has_a_gradient_for_every_weight(bernoulli_model, i
                                                       eps.reshape(12 * K, 3), 0.5)[0])
         gradients = tape.gradient(loss, bernoulli_model.trainable_variables)
         assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in gradients)
+
+
+def gradients(model, loss_of_weights) -> dict:
+    """The gradient of loss_of_weights() for each of the model's weights, by path."""
+    with tf.GradientTape() as tape:
+        loss = loss_of_weights()
+    weights = model.trainable_variables
+    return {w.path: g.numpy() for w, g in zip(weights, tape.gradient(loss, weights))}
+
+
+def test_dreg_keeps_the_decoders_iwae_gradient_and_weighs_the_encoders_by_w_squared(
+        bernoulli_model, images):
+    """Against the definition, each log weight differentiated on its own: the decoder gets
+    sum_i w~_i d log w_i, the encoder sum_i w~_i^2 d log w_i / d z_i dz_i, q's parameters held
+    fixed in log q."""
+    model = bernoulli_model
+    x, eps = batch(images, K)
+    x, noise = x[:2], eps[:2]  # 2 images, K samples each
+    dreg = gradients(model, lambda: tf.reduce_sum(DoublyReparameterized(K).per_image(
+        model, x, noise.reshape(2 * K, 3))[0]))
+    iwae = gradients(model, lambda: tf.reduce_sum(ImportanceWeighted(K).per_image(
+        model, x, noise.reshape(2 * K, 3))[0]))
+
+    def log_weight(image: int, sample: int):
+        mu, var = model.encode(x[image:image + 1])
+        z = mu + tf.sqrt(var) * noise[image, sample]
+        fixed_mu, fixed_var = tf.stop_gradient(mu), tf.stop_gradient(var)
+        output = model.decoder_output(z)
+        log_lik = model.likelihood.log_prob(x[image:image + 1], output)
+        log_prior = -0.5 * tf.reduce_sum(tf.square(z) + np.log(2 * np.pi), axis=-1)
+        log_q = -0.5 * tf.reduce_sum(tf.square(z - fixed_mu) / fixed_var
+                                     + tf.math.log(fixed_var) + np.log(2 * np.pi), axis=-1)
+        return tf.reduce_sum(log_lik + log_prior - log_q)
+
+    expected = {path: np.zeros_like(g) for path, g in dreg.items()}
+    for image in range(2):
+        log_w = np.array([float(log_weight(image, i)) for i in range(K)])
+        normalized = np.exp(log_w - log_w.max()) / np.exp(log_w - log_w.max()).sum()
+        for sample in range(K):
+            for path, g in gradients(model, lambda: log_weight(image, sample)).items():
+                power = 1 if "decoder" in path else 2
+                expected[path] += normalized[sample] ** power * g
+    for path in dreg:
+        np.testing.assert_allclose(-dreg[path], expected[path], rtol=2e-4, atol=1e-5)
+        if "decoder" in path:
+            np.testing.assert_allclose(dreg[path], iwae[path], rtol=2e-4, atol=1e-5)
+    encoder = [path for path in dreg if "decoder" not in path]
+    assert encoder and not all(np.allclose(dreg[p], iwae[p]) for p in encoder)

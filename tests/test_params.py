@@ -68,7 +68,8 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
                                        r"multi_worker reads it\), got 30.0; leave it at 120.0$"),
     ("train.peer_timeout_seconds", 0, r"^params.yaml: train.peer_timeout_seconds: must be greater "
                                       r"than 0"),
-    ("objective", "dreg", r"^params.yaml: objective: must be one of elbo, iwae; got 'dreg'$"),
+    ("objective", "dreg", r"^params.yaml: objective: must be one of elbo, iwae, iwae_dreg; "
+                          r"got 'dreg'$"),
     ("train_samples", 0, r"^params.yaml: train_samples: must be at least 1, got 0$"),
     ("kl_weight", -1, r"^params.yaml: kl_weight: must be at least 0"),
     ("data.mirrors", ["ftp://x/"], r"^params.yaml: data.mirrors\[0\]: must be an http\(s\) URL"),

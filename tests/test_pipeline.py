@@ -450,11 +450,16 @@ FAMILY = [(likelihood, binarization, conditioning, architecture, ONE_SAMPLE_ELBO
 FAMILY += [(likelihood, binarization, conditioning, "mlp",
             {"objective": objective, "train_samples": 3, "kl_weight": 0.5})
            for likelihood, binarization in (("gaussian", "none"), ("bernoulli", "dynamic"))
-           for conditioning in ("classifier", "none") for objective in ("elbo", "iwae")]
+           for conditioning in ("classifier", "none")
+           for objective in ("elbo", "iwae", "iwae_dreg")]
+
+
+def member_id(value) -> str:
+    return ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
 
 
 @pytest.mark.parametrize("likelihood, binarization, conditioning, architecture, objective",
-                         FAMILY)
+                         FAMILY, ids=member_id)
 def test_every_member_of_the_family_trains_evaluates_and_renders(
         repo, tmp_path, likelihood, binarization, conditioning, architecture, objective):
     """The three stages' functions, in this process, on the tiny repo's prepared data, with

@@ -51,6 +51,8 @@ FAMILY: dict[str, Choice] = {
     "objective": Choice("elbo", {
         "elbo": Member("vaepipe.objectives:Elbo", built_with=("train_samples",)),
         "iwae": Member("vaepipe.objectives:ImportanceWeighted", built_with=("train_samples",)),
+        "iwae_dreg": Member("vaepipe.objectives:DoublyReparameterized",
+                            built_with=("train_samples",)),
     }),
     "architecture": Choice("mlp", {
         "mlp": Member("vaepipe.architectures:MLP"),

@@ -132,13 +132,18 @@ def log_weights(model: "VAE", x, mu, var, digit_probs, eps, kl_scale=None):
     or (n, 0), and noise eps (n, c, z_dim): each sample's log weight, log p(x|z, c) + log p(z)
     - log q(z|x), and its log p(x|z, c), each (n, c). With `kl_scale`, log p(z) - log q(z|x)
     is weighted by it (a KL weight or warm-up)."""
-    n, c, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
     z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, c, z_dim)
+    log_posterior = -0.5 * tf.reduce_sum(
+        tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
+    return weigh_samples(model, x, z, log_posterior, digit_probs, kl_scale)
+
+
+def weigh_samples(model: "VAE", x, z, log_posterior, digit_probs, kl_scale=None):
+    """`log_weights` of latent samples z (n, c, z_dim) whose log q(z|x) is given (n, c)."""
+    n, c, z_dim = tf.shape(z)[0], tf.shape(z)[1], tf.shape(z)[2]
     output = model.decoder_output(tf.reshape(z, [n * c, z_dim]), tf.repeat(digit_probs, c, axis=0))
     log_likelihood = model.likelihood.log_prob(x[:, None, :], tf.reshape(output, [n, c, -1]))
     log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
-    log_posterior = -0.5 * tf.reduce_sum(
-        tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
     if kl_scale is None:  # as evaluation has always summed it
         return log_likelihood + log_prior - log_posterior, log_likelihood
     return log_likelihood + kl_scale * (log_prior - log_posterior), log_likelihood

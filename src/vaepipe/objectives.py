@@ -6,10 +6,11 @@ in params.yaml) and built with `train_samples` (k). `per_image` takes the model,
 noise rows per image, stacked sample by sample within each image ((n * k, z_dim)), and the KL
 term's weight (None for 1, so that the article's loss stays op for op); it returns the
 per-image loss, the terms watched for divergence (reconstruction and KL, per image) and the
-classifier's logits.
+classifier's logits. The per-image loss is the one whose gradient trains the model (for
+`iwae_dreg`, a surrogate with the bound's gradient estimated otherwise).
 """
 
-from vaepipe.model import kl_to_standard_normal, log_weights
+from vaepipe.model import LOG_2PI, kl_to_standard_normal, log_weights, weigh_samples
 from vaepipe.tf_runtime import tf
 
 
@@ -57,3 +58,36 @@ class ImportanceWeighted:
         bound = (tf.reduce_logsumexp(log_w, axis=1)
                  - tf.math.log(tf.cast(self.samples, log_w.dtype)))
         return -bound, [-tf.reduce_mean(log_likelihood, axis=1), kl], logits
+
+
+class DoublyReparameterized:
+    """The IWAE bound with the doubly reparameterised gradient (Tucker et al. 2019, DReG): the
+    encoder's gradient is sum_i (normalised w_i)^2 d log w_i / d z_i d z_i / d phi, with the
+    score term of log q (its direct dependence on the encoder) dropped; the decoder's (and the
+    classifier's) is the IWAE's, sum_i (normalised w_i) d log w_i. The per-image loss is the
+    surrogate -sum_i [w~_i A_i(stop z) + w~_i^2 (A_i(z) - A_i(stop z))], A the log weight with
+    q's parameters held fixed: its value is -sum_i w~_i log w_i, not the bound."""
+
+    def __init__(self, train_samples: int):
+        self.samples = train_samples
+
+    def per_image(self, model, x, eps, kl_scale=None):
+        mu, var = model.encode(x)
+        logits = model.classify(x)
+        digit_probs = tf.nn.softmax(logits)
+        noise = tf.reshape(eps, [tf.shape(x)[0], self.samples, model.z_dim])
+        z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * noise
+        fixed_mu, fixed_var = (tf.stop_gradient(t)[:, None, :] for t in (mu, var))
+
+        def log_w(z):  # q's parameters held fixed: the encoder is reached through z alone
+            log_posterior = -0.5 * tf.reduce_sum(
+                tf.square(z - fixed_mu) / fixed_var + tf.math.log(fixed_var) + LOG_2PI, axis=-1)
+            return weigh_samples(model, x, z, log_posterior, digit_probs, kl_scale)
+
+        log_w_moving, log_likelihood = log_w(z)
+        log_w_fixed, _ = log_w(tf.stop_gradient(z))
+        normalized = tf.stop_gradient(tf.nn.softmax(log_w_moving, axis=1))
+        surrogate = tf.reduce_sum(normalized * log_w_fixed
+                                  + tf.square(normalized) * (log_w_moving - log_w_fixed), axis=1)
+        return (-surrogate, [-tf.reduce_mean(log_likelihood, axis=1),
+                             kl_to_standard_normal(mu, var)], logits)

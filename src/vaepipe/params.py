@@ -245,7 +245,8 @@ class Params(Group):
                              ge=0, le=100)
     objective: Objective = Field(description="elbo: the negative ELBO, averaged over "
                                              "train_samples (the article's); iwae: the "
-                                             "importance-weighted bound of train_samples")
+                                             "importance-weighted bound of train_samples; "
+                                             "iwae_dreg: the same with DReG's gradients")
     train_samples: int = limit("k: samples of z per image in each training step",
                                high="the IWAE paper's largest is 50; each sample is decoded",
                                ge=1, le=5000)

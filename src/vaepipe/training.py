@@ -156,17 +156,27 @@ class Replicas(OneReplica):
         return step_loop(tf.shape(local)[1], on_every_replica)
 
 
+def workers_slices(chunks: tf.data.Dataset, batch_size: int,
+                   context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """A worker's part of every chunk of (batch, steps) indices: one slice of each batch per
+    local replica, in the order of their replica ids, one element each (tf.distribute hands a
+    worker's elements to its local replicas in turn). Together the workers' slices are the
+    whole batch, each replica's the part its global id names."""
+    part = batch_size // context.num_replicas_in_sync
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+    return chunks.map(lambda indices: tf.stack(
+        [indices[(first + r) * part:(first + r + 1) * part] for r in range(local)])).unbatch()
+
+
 class Workers(Replicas):
     """Replicas in several worker processes: every worker reads the same chunks (same seed)
-    and keeps its slice of each batch, so the global batch stays `batch_size`, split as one
-    device would see it."""
+    and keeps its replicas' slices of each batch, so the global batch stays `batch_size`,
+    split as one device would see it."""
 
     def distribute(self, dataset, batch_size: int):
-        def this_workers_part(context: tf.distribute.InputContext):
-            part = batch_size // context.num_replicas_in_sync
-            start = context.input_pipeline_id * part
-            return dataset().map(lambda indices: indices[start:start + part])
-        return self.strategy.distribute_datasets_from_function(this_workers_part)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: workers_slices(dataset(), batch_size, context))
 
 
 def replication(strategy: tf.distribute.Strategy) -> OneReplica:
