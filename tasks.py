@@ -110,6 +110,9 @@ def main(argv) -> int:
         return 130  # the next run starts the installation again: its stamp was not written
     except subprocess.CalledProcessError as error:
         return error.returncode
+    if argv[0] == "repro":  # a repro that finds every stage up to date runs none of them, so
+        # none would remove what runs killed outright left beside the outputs
+        run_in_venv([VENV_PYTHON, "-m", "vaepipe.files"])
     return run_in_venv([VENV_PYTHON, *commands[argv[0]], *argv[1:]])
 
 

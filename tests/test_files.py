@@ -254,3 +254,14 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_outputs(tmp_p
                     "the previous outputs are left as they were")
     assert result.stdout.splitlines() == ["working", "exit 1", "oldold", ".", "..", "model",
                                           "samples.npy"]
+
+
+def test_the_command_tasks_repro_runs_first_removes_the_leftovers(tmp_path):
+    """`tasks.py repro` runs it before `dvc repro`, which runs no stage when all are up to date."""
+    (tmp_path / "dvc.yaml").write_text(PIPELINE)
+    leftover = tmp_path / "models" / f".vae.{ended_process()}.abc.tmp"
+    leftover.mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "vaepipe.files"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert not leftover.exists()

@@ -246,3 +246,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
         raise PipelineError(f"{path}: refusing to write a non-finite number (NaN or infinity)"
                             ) from None
     atomic_write_bytes(path, content.encode())
+
+
+if __name__ == "__main__":  # python -m vaepipe.files: what `tasks.py repro` runs before dvc repro
+    run_stage(remove_pipeline_leftovers)
