@@ -6,9 +6,10 @@ the machine's floor.
 
 Runs on data/prepared when it exists (else random images of the same shape), with the model
 hyperparameters of params.yaml, or with a reproduction's (`--recipe iwae_vae_warmup`: the
-recipe laid over params.yaml as `tasks.py reproduce` lays it; then only this project's loops and
-the floor run, since the references implement the article's model alone). Each measurement runs in its own process (the article's loop
-needs TensorFlow's graph mode, which is global) and reports its peak resident memory:
+recipe laid over params.yaml as `tasks.py reproduce` lays it; then this project's loops, the
+floor, and the JAX reference where the recipe trains one sample of the ELBO with dense layers).
+Each measurement runs in its own process (the article's loop needs TensorFlow's graph mode,
+which is global) and reports its peak resident memory:
 - project: `Trainer` as the train stage uses it (XLA, `steps_per_execution` steps per call);
 - measure: the train stage's per-epoch measurement (the losses over both splits);
 - article: the article's loop ported literally to tf.compat.v1: placeholders, one
@@ -16,7 +17,8 @@ needs TensorFlow's graph mode, which is global) and reports its peak resident me
 - keras_fit: the same model and loss as an idiomatic Keras 3 `model.fit` (XLA,
   `steps_per_execution` steps per execution, shuffled each epoch);
 - jax_scan: the same in JAX + optax, a whole epoch one jitted `lax.scan` over batches, the
-  training split resident on the device (skipped, with a note, without the `bench` extra);
+  training split resident on the device, the pixel noise of dynamic binarization drawn in the
+  scan (skipped, with a note, without the `bench` extra);
 - floor: the model's float32 FLOPs per epoch / this machine's measured matmul throughput.
 The references train the article's model (gaussian likelihood, classifier, MLP) with Adam at
 `learning_rate`, `adam_beta_1`, `adam_beta_2` and `adam_epsilon`.
@@ -236,12 +238,21 @@ def gaussian_nll(x, mean, std: float):
                    axis=-1)
 
 
+def bernoulli_nll(x, logits):
+    import jax
+    return -(x * logits - jax.nn.softplus(logits)).sum(axis=-1)
+
+
 def time_jax_scan(params, epochs: int) -> list[float]:
+    """The members a recipe uses: the article's (gaussian, classifier) or the IWAE paper's VAE
+    (bernoulli logits, no classifier, dynamic binarization inside the scan, a KL warm-up, the
+    iwae learning-rate schedule); one sample of z, dense layers."""
     import jax
     import jax.numpy as jnp
     import optax
     activation = getattr(jax.nn, params.activation)
     batch, z_dim = params.batch_size, params.z_dim
+    digits = 10 if params.conditioning == "classifier" else 0
 
     def glorot(key, sizes):  # Keras's default initializers: Glorot-uniform kernels, zero biases
         layers = []
@@ -256,21 +267,42 @@ def time_jax_scan(params, epochs: int) -> list[float]:
     hidden = params.encoder_layers[-1]
     weights = {"encoder": glorot(keys[0], [784, *params.encoder_layers]),
                "mu": glorot(keys[1], [hidden, z_dim]), "log_var": glorot(keys[2], [hidden, z_dim]),
-               "classifier": glorot(keys[3], [784, *params.digit_classification_layers, 10]),
-               "decoder": glorot(keys[4], [z_dim + 10, *params.decoder_layers, 784])}
-
-    def loss(weights, x, y, eps):
-        mu, var, logits = jax_encode(weights, x, activation)
-        decoded = jax_decode(weights, mu + jnp.sqrt(var) * eps, jax.nn.softmax(logits), activation)
-        kl = -0.5 * jnp.sum(1 + jnp.log(var) - mu**2 - var, axis=1)
-        cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        return (jnp.mean(gaussian_nll(x, decoded, params.decoder_std) + kl)
-                + params.digit_classification_weight * jnp.mean(cross_entropy))
-
-    optimizer = optax.adam(params.learning_rate, b1=params.adam_beta_1, b2=params.adam_beta_2,
-                           eps=params.adam_epsilon)
+               "decoder": glorot(keys[4], [z_dim + digits, *params.decoder_layers, 784])}
+    if digits:
+        weights["classifier"] = glorot(keys[3], [784, *params.digit_classification_layers, 10])
     images, labels = training_images()
     steps = len(images) // batch
+    warmup_steps = params.kl_warmup_epochs * steps
+
+    def loss(weights, x, y, eps, step):
+        h = jax_mlp(weights["encoder"], x, activation, last=activation)
+        mu = jax_mlp(weights["mu"], h, activation)
+        var = 1e-5 + jnp.exp(jax_mlp(weights["log_var"], h, activation))
+        z = mu + jnp.sqrt(var) * eps
+        kl = -0.5 * jnp.sum(1 + jnp.log(var) - mu**2 - var, axis=1)
+        if warmup_steps:
+            kl = jnp.minimum(1.0, step / warmup_steps) * kl
+        if digits:
+            logits = jax_mlp(weights["classifier"], x, activation)
+            z = jnp.concatenate([z, jax.nn.softmax(logits)], axis=-1)
+        output = jax_mlp(weights["decoder"], z, activation)
+        if params.likelihood == "bernoulli":
+            reconstruction = bernoulli_nll(x, output)
+        else:
+            reconstruction = gaussian_nll(x, jax.nn.sigmoid(output), params.decoder_std)
+        vae = jnp.mean(reconstruction + kl)
+        if not digits:
+            return vae
+        cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return vae + params.digit_classification_weight * jnp.mean(cross_entropy)
+
+    rate = params.learning_rate
+    if params.learning_rate_schedule == "iwae":  # as the project: 3^i epochs at rate 10^(-i/7)
+        ends = np.cumsum([3**i for i in range(7)])
+        rate = optax.piecewise_constant_schedule(rate, {
+            int(end) * steps: 10 ** (-1 / 7) for end in ends})
+    optimizer = optax.adam(rate, b1=params.adam_beta_1, b2=params.adam_beta_2,
+                           eps=params.adam_epsilon)
     # The split stays on the device as uint8; each batch is gathered and scaled in the scan.
     x_all = jax.device_put(images.reshape(len(images), -1))
     y_all = jax.device_put(labels.astype(np.int32))
@@ -278,19 +310,22 @@ def time_jax_scan(params, epochs: int) -> list[float]:
     @jax.jit
     def epoch(state, x_all, y_all, key):
         def step(state, inputs):
-            (weights, adam), (indices, key) = state, inputs
+            (weights, adam, count), (indices, key) = state, inputs
             x = x_all[indices].astype(jnp.float32) / 255
+            pixel_key, noise_key = jax.random.split(key)
+            if params.binarization == "dynamic":
+                x = (jax.random.uniform(pixel_key, x.shape) < x).astype(jnp.float32)
             grads = jax.grad(loss)(weights, x, y_all[indices],
-                                   jax.random.normal(key, (batch, z_dim)))
+                                   jax.random.normal(noise_key, (batch, z_dim)), count)
             updates, adam = optimizer.update(grads, adam, weights)
-            return (optax.apply_updates(weights, updates), adam), None
+            return (optax.apply_updates(weights, updates), adam, count + 1), None
 
         order_key, noise_key = jax.random.split(key)
         order = jax.random.permutation(order_key, len(x_all))[:steps * batch]
         batches = (order.reshape(steps, batch), jax.random.split(noise_key, steps))
         return jax.lax.scan(step, state, batches)[0]
 
-    state, times = (weights, optimizer.init(weights)), []
+    state, times = (weights, optimizer.init(weights), jnp.zeros((), jnp.float32)), []
     for index in range(epochs):
         started = time.perf_counter()
         state = epoch(state, x_all, y_all, jax.random.fold_in(keys[5], index))
@@ -392,9 +427,16 @@ def main() -> None:
     except PipelineError as error:
         sys.exit(f"error: {error}")
     print(f"params: {'params.yaml' if args.recipe is None else f'reproductions/{args.recipe}.yaml'}")
-    modes = ("project", "measure") if args.recipe else LOOPS
+    modes, notes = LOOPS, []
+    if args.recipe:
+        params = benchmark_params(args.recipe)
+        modes = ["project", "measure"]
+        if (params.objective, params.train_samples, params.architecture) == ("elbo", 1, "mlp"):
+            modes.append("jax_scan")
+        else:
+            notes.append("jax_scan: skipped (it has one sample of the ELBO and dense layers)")
     recipe = ["--recipe", args.recipe] if args.recipe else []
-    results, notes = {}, []
+    results = {}
     for mode in (*modes, "floor"):
         if why := missing_packages(mode):
             notes.append(f"{mode}: skipped ({why})")
