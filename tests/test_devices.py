@@ -228,6 +228,22 @@ def test_a_worker_whose_peer_never_starts_gives_up_at_the_timeout_naming_it():
             f"(train.peer_timeout_seconds); start every worker of TF_CONFIG\n") in stderr
 
 
+def test_a_worker_other_than_the_chief_refuses_to_run_under_dvc(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 1}}
+    as_a_stage = ALONE.replace("select_strategy(train, [], params.batch_size)", (
+        "from vaepipe.errors import run_stage\n"
+        "run_stage(lambda: select_strategy(train, [], params.batch_size))"))
+    done = subprocess.run([sys.executable, "-c", python_code(as_a_stage)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "DVC_STAGE": "train",
+                                                       "TF_CONFIG": json.dumps(tf_config)})
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "error: train.strategy: multi_worker: worker 1 is run by DVC, "
+        "which would record outputs that only worker 0 writes; run `python stages/train.py` on "
+        "the other workers (`dvc repro train` on worker 0 alone)")
+
+
 def test_ctrl_c_stops_a_worker_waiting_for_its_peer_at_once():
     process, _ = worker_without_its_peer()
     time.sleep(1)  # inside TensorFlow's wait

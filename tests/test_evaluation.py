@@ -165,19 +165,24 @@ def test_bounds_in_groups_equal_the_whole_computation_bit_for_bit(model, images)
             np.testing.assert_array_equal(a, b)
 
 
+def run_the_stage(model, images, folder, **evaluate) -> None:
+    """The evaluate stage on `model`, with `images` as both splits and `evaluate` settings;
+    its outputs in `folder`."""
+    save_model(model, folder / "vae")
+    (folder / "prepared").mkdir()
+    for split in ("test", "val"):
+        np.savez(folder / "prepared" / f"{split}.npz", images=images,
+                 labels=np.arange(12, dtype=np.uint8) % 10)
+    params = load_params(PROJECT_PARAMS)
+    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update=evaluate)})
+    evaluate_stage(params, folder / "vae", folder / "prepared", folder / "metrics.json",
+                   folder / "predictions.csv", folder / "units.json")
+
+
 def test_the_stage_in_a_log_shows_the_images_done_once_a_batch(model, images, tmp_path, capsys,
                                                                 monkeypatch):
     monkeypatch.setattr(progress, "LINE_EVERY_SECONDS", 0)  # as if every batch took a minute
-    save_model(model, tmp_path / "vae")
-    (tmp_path / "prepared").mkdir()
-    for split in ("test", "val"):
-        np.savez(tmp_path / "prepared" / f"{split}.npz", images=images,
-                 labels=np.arange(12, dtype=np.uint8) % 10)
-    params = load_params(PROJECT_PARAMS)
-    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
-        update={"iwae_samples": 10, "batch_size": 5})})
-    evaluate_stage(params, tmp_path / "vae", tmp_path / "prepared", tmp_path / "metrics.json",
-                   tmp_path / "predictions.csv", tmp_path / "latent_units.json")
+    run_the_stage(model, images, tmp_path, iwae_samples=10, batch_size=5)
     lines = capsys.readouterr().err.splitlines()
     for split in ("test", "val"):  # 12 images, 5 a batch: the lines of the first two
         shown = [line.split("|")[2].split(" [")[0] for line in lines
@@ -207,16 +212,7 @@ def test_latent_units_follow_the_papers_definition_against_numpy(images):
 
 
 def test_the_stage_writes_the_test_splits_latent_units(model, images, tmp_path):
-    save_model(model, tmp_path / "vae")
-    (tmp_path / "prepared").mkdir()
-    for split in ("test", "val"):
-        np.savez(tmp_path / "prepared" / f"{split}.npz", images=images,
-                 labels=np.arange(12, dtype=np.uint8) % 10)
-    params = load_params(PROJECT_PARAMS)
-    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
-        update={"iwae_samples": 3, "batch_size": 6})})
-    evaluate_stage(params, tmp_path / "vae", tmp_path / "prepared", tmp_path / "metrics.json",
-                   tmp_path / "predictions.csv", tmp_path / "units.json")
+    run_the_stage(model, images, tmp_path, iwae_samples=3, batch_size=6)
     [written] = json.loads((tmp_path / "units.json").read_text()).values()
     expected = latent_units(model, images.reshape(12, 784).astype(np.float32) / 255)
     for key in ("activity", "kl"):

@@ -152,6 +152,12 @@ def awaiting_peers(config: dict, timeout: float) -> Iterator[None]:
 
 def _multi_worker(train: TrainParams, gpus: list) -> tf.distribute.Strategy:
     config = require_tf_config()
+    index = config["task"]["index"]
+    if index != 0 and os.environ.get("DVC_STAGE"):  # DVC sets it for the commands it runs
+        raise PipelineError(
+            f"train.strategy: multi_worker: worker {index} is run by DVC, which would record "
+            f"outputs that only worker 0 writes; run `python stages/train.py` on the other "
+            f"workers (`dvc repro train` on worker 0 alone)")
     if gpus and not _wanted_gpus(train, gpus):
         tf.config.set_visible_devices([], "GPU")  # the strategy takes every visible GPU
     with awaiting_peers(config, train.peer_timeout_seconds):
