@@ -570,3 +570,53 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         repo.run("git", "reset", "-q", "--hard", base)
         shutil.rmtree(repo.root / "reproductions", ignore_errors=True)
         shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
+
+
+def experiment_metrics(machine: Repo) -> dict:
+    """Each named experiment's test metrics, from `dvc exp show --json`."""
+    shown = json.loads(machine.dvc("exp", "show", "--json").stdout)
+    return {run["name"]: run["data"]["metrics"]["reports/metrics.json"]["data"]["test"]
+            for commit in shown for exp in (commit.get("experiments") or [])
+            for run in exp["revs"] if run.get("name")}
+
+
+def test_a_sweep_split_over_two_machines_is_shared_through_git_and_a_dvc_remote(repo, tmp_path):
+    """Two clones of one git remote each run their part of a sweep from DVC's queue and push it
+    (`dvc exp push`: the experiment's commit to git, its outputs to the DVC remote); a third
+    clone pulls both and compares them."""
+    origin, storage = tmp_path / "origin.git", tmp_path / "storage"
+    repo.run("git", "clone", "-q", "--bare", str(repo.root), str(origin))
+
+    def machine(name: str) -> Repo:
+        clone = Repo(tmp_path / name)
+        clone.root.mkdir()
+        clone.run("git", "clone", "-q", str(origin), ".")
+        clone.dvc("remote", "add", "--local", "-d", "shared", str(storage))
+        return clone
+
+    ran = {}
+    for name, z_dim in (("a", 3), ("b", 4)):
+        worker = machine(name)
+        worker.dvc("exp", "run", "--queue", "-S", f"z_dim={z_dim}", "--name", f"z{z_dim}")
+        try:
+            worker.dvc("queue", "start")
+            for _ in range(600):
+                if queue_status(worker, f"z{z_dim}") not in ("Queued", "Running", "unknown"):
+                    break
+                time.sleep(1)
+        finally:
+            worker.dvc("queue", "stop", "--kill", check=False)
+        assert queue_status(worker, f"z{z_dim}") == "Success"
+        worker.dvc("exp", "push", "origin", f"z{z_dim}")
+        ran.update(experiment_metrics(worker))
+    assert sorted(ran) == ["z3", "z4"]
+
+    reader = machine("c")
+    reader.dvc("exp", "pull", "origin", "z3", "z4")
+    assert experiment_metrics(reader) == ran
+    reader.dvc("exp", "apply", "z4")  # the outputs come from the DVC remote, not a rerun
+    reader.dvc("checkout", "-q")
+    assert json.loads((reader.root / "models" / "vae" / "config.json").read_text())["z_dim"] == 4
+    assert "Data and pipelines are up to date" in reader.dvc("status").stdout
+    report = reader.run(sys.executable, "-m", "vaepipe.report", "--diff", "z3", "z4")
+    assert (reader.root / "reports" / "html" / "index.html").exists(), report.stderr
