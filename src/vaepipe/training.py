@@ -455,10 +455,14 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path,
     """Train the article's VAE on the prepared splits; write the model, samples and metrics,
     all together at the end: a failed, diverged or stopped run keeps the last results. A run
     that was stopped resumes from its checkpoint in `checkpoint_dir`. Of several worker
-    processes, only the chief writes."""
+    processes, only the chief writes, and none checkpoints."""
     gpus = set_up_tensorflow(params.seed)
     strategy = select_strategy(params.train, gpus, params.batch_size)
     print(f"training on {describe(strategy)}", file=sys.stderr)
+    if is_multi_worker(strategy):  # a chief resuming alone would leave the others at epoch 1
+        print("multi_worker: no checkpoints (every worker would need the same one back); a "
+              "stopped run starts again at epoch 1", file=sys.stderr)
+        checkpoint_dir = None
     if not is_chief(strategy):
         with tempfile.TemporaryDirectory() as scratch:
             return _train(params, strategy, prepared_dir, Path(scratch) / "model",
