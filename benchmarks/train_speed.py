@@ -357,10 +357,15 @@ def flops_per_epoch(params, images: int) -> float:
     def mlp_macs(sizes):
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     digits = family.build("conditioning", params).width  # 0 without the classifier
-    encoder = mlp_macs([784, *params.encoder_layers]) + 2 * params.encoder_layers[-1] * params.z_dim
+    sizes = [params.z_dim] if isinstance(params.z_dim, int) else list(params.z_dim)
+    encoder = mlp_macs([784, *params.encoder_layers]) + 2 * params.encoder_layers[-1] * sizes[0]
     classifier = mlp_macs([784, *params.digit_classification_layers, 10]) if digits else 0
-    # k samples of z per image: the decoder runs k times
-    decoder = mlp_macs([params.z_dim + digits, *params.decoder_layers, 784]) * params.train_samples
+    # k samples of z per image: the decoder and every layer above z1 run k times, both ways
+    between = sum(mlp_macs([lower, *params.latent_hidden_layers]) + mlp_macs(
+        [upper, *params.latent_hidden_layers]) + 2 * params.latent_hidden_layers[-1] * (
+        lower + upper) for lower, upper in zip(sizes, sizes[1:]))
+    decoder = (mlp_macs([sizes[0] + digits, *params.decoder_layers, 784]) + between) \
+        * params.train_samples
     steps = images // params.batch_size
     return 3 * 2 * (encoder + classifier + decoder) * steps * params.batch_size
 
@@ -431,10 +436,12 @@ def main() -> None:
     if args.recipe:
         params = benchmark_params(args.recipe)
         modes = ["project", "measure"]
-        if (params.objective, params.train_samples, params.architecture) == ("elbo", 1, "mlp"):
+        if (params.objective, params.train_samples, params.architecture,
+                isinstance(params.z_dim, int)) == ("elbo", 1, "mlp", True):
             modes.append("jax_scan")
         else:
-            notes.append("jax_scan: skipped (it has one sample of the ELBO and dense layers)")
+            notes.append("jax_scan: skipped (it has one sample of the ELBO, one stochastic layer "
+                         "and dense layers)")
     recipe = ["--recipe", args.recipe] if args.recipe else []
     results = {}
     for mode in (*modes, "floor"):

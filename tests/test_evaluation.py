@@ -89,6 +89,55 @@ def test_bernoulli_bounds_match_an_independent_numpy_computation(bernoulli_model
     assert np.all(iwae > log_w.mean(axis=1))  # above the 50-sample ELBO
 
 
+@pytest.fixture(scope="module")
+def two_layer_model() -> VAE:
+    """The IWAE paper's two-layer kind, small: z1 of 4, z2 of 3, 5 hidden units between."""
+    tf.keras.utils.set_random_seed(3)
+    return VAE([16], [16], [16], "tanh", 0.5, [4, 3], likelihood="bernoulli",
+               conditioning="none", latent_hidden_layers=[5])
+
+
+def numpy_gaussian_layer(layer, z):
+    """A stochastic layer's mean and variance in numpy float64, from its weights: tanh hidden
+    layers, then the mean and 1e-5 + exp(log variance)."""
+    *hidden, (mu_kernel, mu_bias), (log_var_kernel, log_var_bias) = [
+        [np.asarray(w, dtype=np.float64) for w in dense.get_weights()]
+        for dense in [*layer.hidden, layer.mu_layer, layer.log_var_layer]]
+    for kernel, bias in hidden:
+        z = np.tanh(z @ kernel + bias)
+    return z @ mu_kernel + mu_bias, 1e-5 + np.exp(z @ log_var_kernel + log_var_bias)
+
+
+def log_normal(z, mu, var):
+    return (-0.5 * (z - mu) ** 2 / var - 0.5 * np.log(2 * math.pi * var)).sum(-1)
+
+
+def test_two_layer_bounds_match_an_independent_numpy_computation(two_layer_model, images):
+    """log w = log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1), each
+    stochastic layer's net written out in numpy."""
+    model = two_layer_model
+    x = (np.random.default_rng(4).random((12, 784)) < images.reshape(12, 784) / 255)
+    x = x.astype(np.float32)
+    eps = np.random.default_rng(5).standard_normal((12, 50, 7)).astype(np.float32)
+    mu, var = (np.asarray(t, dtype=np.float64)[:, None] for t in model.encode(x))
+    z1 = mu + np.sqrt(var) * eps[..., :4]
+    mu2, var2 = numpy_gaussian_layer(model.posterior_layers[0], z1)
+    z2 = mu2 + np.sqrt(var2) * eps[..., 4:]
+    prior_mu, prior_var = numpy_gaussian_layer(model.prior_layers[0], z2)
+    output = np.asarray(model.decoder_net(z1.reshape(-1, 4).astype(np.float32)),
+                        dtype=np.float64).reshape(12, 50, -1)
+    log_lik = numpy_log_likelihood(model, x, output)
+    log_q = log_normal(z1, mu, var) + log_normal(z2, mu2, var2)
+    log_p = log_normal(z1, prior_mu, prior_var) + log_normal(z2, 0.0, 1.0)
+    iwae, reconstruction, kl = (t.numpy() for t in per_image_bounds(model, x, eps))
+    np.testing.assert_allclose(iwae, numpy_iwae(log_lik + log_p - log_q), rtol=1e-5)
+    np.testing.assert_allclose(reconstruction, -log_lik.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(kl, (log_q - log_p).mean(axis=1), rtol=1e-4, atol=1e-4)
+    # in groups, as evaluation runs it, the same numbers
+    grouped = per_image_bounds(model, x, eps, group_rows=12 * 10)
+    np.testing.assert_array_equal(grouped[0].numpy(), iwae)
+
+
 def test_compiled_bounds_with_k_5000_match_numpy_in_float64(model, images):
     # XLA's float32 reductions over many samples drift; the compiled evaluation must not.
     x = images[:4].reshape(4, 784).astype(np.float32) / 255
@@ -209,6 +258,31 @@ def test_latent_units_follow_the_papers_definition_against_numpy(images):
     _, _, per_image_kl = per_image_bounds(model, x[:100], np.zeros((100, 1, 4), np.float32))
     assert sum(latent_units(model, x[:100])["kl"]) == pytest.approx(
         float(np.mean(per_image_kl.numpy())), rel=1e-5)
+
+
+def test_latent_units_of_two_layers_follow_the_papers_code_against_numpy(two_layer_model):
+    """Above z1, a unit's posterior mean is q's mean given one sample of the layer below; the
+    top layer's KL is against N(0, 1), z1's is log q - log p(z1|z2) at the samples."""
+    model = two_layer_model
+    x = np.random.default_rng(8).random((1500, 784)).astype(np.float32)
+    z1_units, z2_units = latent_units(model, x, seed=11)
+    mu, var = (np.asarray(t, dtype=np.float64) for t in model.encode(x))
+    rng = np.random.default_rng(11)  # one draw per layer for each group of 1000 images
+    noise = [[rng.standard_normal((rows, size), dtype=np.float32) for size in (4, 3)]
+             for rows in (1000, 500)]
+    z1 = mu + np.sqrt(var) * np.concatenate([group[0] for group in noise]).astype(np.float64)
+    mu2, var2 = numpy_gaussian_layer(model.posterior_layers[0], z1)
+    z2 = mu2 + np.sqrt(var2) * np.concatenate([group[1] for group in noise]).astype(np.float64)
+    prior_mu, prior_var = numpy_gaussian_layer(model.prior_layers[0], z2)
+    np.testing.assert_allclose(z1_units["activity"], np.cov(mu.T).diagonal(), rtol=1e-10)
+    np.testing.assert_allclose(z2_units["activity"], np.cov(mu2.T).diagonal(), rtol=1e-4)
+    z1_kl = (-0.5 * (z1 - mu) ** 2 / var - 0.5 * np.log(var)
+             + 0.5 * (z1 - prior_mu) ** 2 / prior_var + 0.5 * np.log(prior_var)).mean(axis=0)
+    np.testing.assert_allclose(z1_units["kl"], z1_kl, rtol=1e-3, atol=1e-4)
+    z2_kl = 0.5 * (mu2**2 + var2 - 1 - np.log(var2)).mean(axis=0)
+    np.testing.assert_allclose(z2_units["kl"], z2_kl, rtol=1e-3, atol=1e-5)
+    assert (z1_units["units"], z2_units["units"]) == (4, 3)
+    assert z2_units["active_units"] == int(np.sum(np.cov(mu2.T).diagonal() > 0.01))
 
 
 def test_the_stage_writes_the_test_splits_latent_units(model, images, tmp_path):

@@ -7,7 +7,10 @@ from vaepipe import family
 from vaepipe.objectives import DoublyReparameterized, Elbo, ImportanceWeighted
 from vaepipe.tf_runtime import tf
 
-from test_evaluation import bernoulli_model, images, model, numpy_iwae, numpy_log_weights  # noqa: F401
+from vaepipe.model import VAE
+
+from test_evaluation import (bernoulli_model, images, model, numpy_iwae,  # noqa: F401
+                             numpy_log_weights, two_layer_model)
 
 K = 4
 
@@ -131,3 +134,49 @@ def test_dreg_keeps_the_decoders_iwae_gradient_and_weighs_the_encoders_by_w_squa
             np.testing.assert_allclose(dreg[path], iwae[path], rtol=2e-4, atol=1e-5)
     encoder = [path for path in dreg if "decoder" not in path]
     assert encoder and not all(np.allclose(dreg[p], iwae[p]) for p in encoder)
+
+
+def tf_log_normal(z, mu, var):
+    return tf.reduce_sum(-0.5 * tf.square(z - mu) / var - 0.5 * tf.math.log(2 * np.pi * var),
+                         axis=-1)
+
+
+def test_dreg_with_two_stochastic_layers_holds_every_q_layer_fixed(two_layer_model, images):
+    """With z1 and z2, log q(z1|x) + log q(z2|z1) is taken with q's weights held fixed (here:
+    a copy of the model with the same weights, not differentiated); p(z1|z2) is generative,
+    like the decoder, and keeps the IWAE's gradient."""
+    model = two_layer_model
+    held = VAE(**model.config)
+    held.set_weights(model.get_weights())
+    x, _ = batch(images, K)
+    x = x[:2]
+    noise = np.random.default_rng(9).standard_normal((2, K, 7)).astype(np.float32)
+    dreg = gradients(model, lambda: tf.reduce_sum(DoublyReparameterized(K).per_image(
+        model, x, noise.reshape(2 * K, 7))[0]))
+
+    def log_weight(image: int, sample: int):
+        x_i, eps = x[image:image + 1], noise[image, sample][None]
+        mu, var = model.encode(x_i)
+        z1 = mu + tf.sqrt(var) * eps[:, :4]
+        mu2, var2 = model.posterior_layers[0](z1)
+        z2 = mu2 + tf.sqrt(var2) * eps[:, 4:]
+        log_q = (tf_log_normal(z1, *held.encode(x_i))
+                 + tf_log_normal(z2, *held.posterior_layers[0](z1)))
+        log_p = tf_log_normal(z1, *model.prior_layers[0](z2)) + tf_log_normal(z2, 0.0, 1.0)
+        log_lik = model.likelihood.log_prob(x_i, model.decoder_output(z1))
+        return tf.reduce_sum(log_lik + log_p - log_q)
+
+    def generative(path: str) -> bool:
+        return path.startswith(("decoder", "p_z"))
+
+    expected = {path: np.zeros_like(g) for path, g in dreg.items()}
+    for image in range(2):
+        log_w = np.array([float(log_weight(image, i)) for i in range(K)])
+        normalized = np.exp(log_w - log_w.max()) / np.exp(log_w - log_w.max()).sum()
+        for sample in range(K):
+            for path, g in gradients(model, lambda: log_weight(image, sample)).items():
+                expected[path] += normalized[sample] ** (1 if generative(path) else 2) * g
+    assert any(path.startswith("q_z2") for path in dreg)
+    assert any(path.startswith("p_z1") for path in dreg)
+    for path in dreg:
+        np.testing.assert_allclose(-dreg[path], expected[path], rtol=2e-4, atol=1e-5)

@@ -27,8 +27,17 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
     ("z_dim", 0, r"^params.yaml: z_dim: must be at least 1, got 0$"),
     ("z_dim", 300, r"^params.yaml: z_dim: must be at most 256 \(the latent-traversal figure "
                    r"draws one row per dimension\), got 300$"),
-    ("z_dim", 2.5, r"^params.yaml: z_dim: must be an integer, got 2.5$"),
-    ("z_dim", True, r"^params.yaml: z_dim: must be an integer, got True$"),
+    ("z_dim", 2.5, r"^params.yaml: z_dim: must be an integer, or a list of integers \(one per "
+                   r"stochastic layer, such as \[100, 50\]\), got 2.5$"),
+    ("z_dim", True, r"^params.yaml: z_dim: must be an integer, or a list of integers "),
+    ("z_dim", [100, "50"], r"^params.yaml: z_dim: must be an integer, or a list of integers "),
+    ("z_dim", [50], r"^params.yaml: z_dim: must list 2 to 4 stochastic layers' sizes such as "
+                    r"\[100, 50\] \(one layer is a plain integer\), got \[50\]$"),
+    ("z_dim", [100, 0], r"^params.yaml: z_dim: must be at least 1, got \[100, 0\]$"),
+    ("z_dim", [100, 300], r"^params.yaml: z_dim: must be at most 256 "),
+    ("latent_hidden_layers", [64], r"^params.yaml: latent_hidden_layers: unused with z_dim: 10 "
+                                   r"\(only z_dim: a list of stochastic layers reads it\), got "
+                                   r"\[64\]; leave it at \[100, 100\]$"),
     ("learning_rate", -0.1, r"^params.yaml: learning_rate: must be greater than 0.0, got -0.1$"),
     ("learning_rate", 1000, r"^params.yaml: learning_rate: must be at most 1.0 \(Adam diverges "
                             r"with steps above 1\), got 1000$"),
@@ -135,6 +144,8 @@ def test_combinations_that_cannot_work_name_the_key(raw, changes, message):
      "kl_warmup_epochs": 100},
     {"likelihood": "bernoulli", "conditioning": "classifier", "binarization": "none"},
     {"architecture": "conv", "conv_filters": (8, 256), "conditioning": "none"},
+    {"z_dim": (100, 50), "latent_hidden_layers": (64, 64)},
+    {"z_dim": (8, 4, 2)},
 ])
 def test_every_member_of_the_family_is_accepted(raw, changes):
     params = parse_params({**raw, **changes})
@@ -193,3 +204,10 @@ def test_yaml_1_1_booleans_are_not_booleans(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(PipelineError, match=r"cannot read .*nothing.yaml: No such file"):
         load_params(tmp_path / "nothing.yaml")
+
+
+def test_the_latent_sizes_schema_takes_one_size_or_a_list_of_layers():
+    from vaepipe.params import Params
+    schema = Params.model_json_schema()["properties"]["z_dim"]
+    assert [form["type"] for form in schema["anyOf"]] == ["integer", "array"]
+    assert schema["anyOf"][1]["minItems"] == 2

@@ -416,10 +416,11 @@ def test_a_read_only_output_folder_fails_before_evaluating_and_keeps_the_results
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
 
 
-def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
+def test_exp_run_of_the_unconditional_two_layer_bernoulli_model_on_binarized_data(repo):
     result = repo.dvc("exp", "run", "-S", "likelihood=bernoulli", "-S", "conditioning=none",
                       "-S", "binarization=dynamic", "-S", "objective=iwae",
-                      "-S", "train_samples=3", "-S", "kl_weight=0.5")
+                      "-S", "train_samples=3", "-S", "kl_weight=0.5",
+                      "-S", "z_dim=[3,2]", "-S", "latent_hidden_layers=[4]")
     assert ran_stages(result.stdout) == ["check_params", "train", "evaluate", "render"]
     trained_with = yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]
     assert {key: trained_with["params"]["params.yaml"][key]
@@ -427,6 +428,11 @@ def test_exp_run_of_the_unconditional_bernoulli_model_on_binarized_data(repo):
         "objective": "iwae", "train_samples": 3, "kl_weight": 0.5}
     config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
     assert (config["likelihood"], config["conditioning"]) == ("bernoulli", "none")
+    assert (config["z_dim"], config["latent_hidden_layers"]) == ([3, 2], [4])
+    units = json.loads((repo.root / "reports" / "evaluate" / "latent_units.json").read_text())
+    assert [layer["units"] for layer in units["test"]] == [3, 2]
+    assert re.search(r"test: z1: \d of 3, z2: \d of 2 latent units active",
+                     result.stdout + result.stderr)
     metrics = repo.metrics()
     for split in ("test", "val"):
         assert "accuracy" not in metrics[split]
@@ -452,6 +458,13 @@ FAMILY += [(likelihood, binarization, conditioning, "mlp",
            for likelihood, binarization in (("gaussian", "none"), ("bernoulli", "dynamic"))
            for conditioning in ("classifier", "none")
            for objective in ("elbo", "iwae", "iwae_dreg")]
+# Two stochastic layers meet every objective, both conditionings and both architectures.
+TWO_LAYERS = {"z_dim": [3, 2], "latent_hidden_layers": [4]}
+FAMILY += [("bernoulli", "dynamic", conditioning, "mlp",
+            {**TWO_LAYERS, "objective": objective, "train_samples": samples})
+           for conditioning in ("classifier", "none")
+           for objective, samples in (("elbo", 1), ("iwae", 3), ("iwae_dreg", 3))]
+FAMILY += [("gaussian", "none", "classifier", "conv", {**TWO_LAYERS, **ONE_SAMPLE_ELBO})]
 
 
 def member_id(value) -> str:
@@ -503,7 +516,10 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
     assert ("style_transfer.png" in figures) == (conditioning == "classifier")
     assert {"sample_grid.png", "loss_curves.png", "latent_manifold.png",
             "latent_units.png"} <= figures
-    assert json.loads(units.read_text())["test"]["units"] == saved.z_dim
+    written = json.loads(units.read_text())["test"]
+    layers = [written] if isinstance(written, dict) else written
+    assert [layer["units"] for layer in layers] == list(saved.latent_sizes)
+    assert saved.config["z_dim"] == objective.get("z_dim", raw["z_dim"])
 
 
 def check_verify(repo, committed: Path) -> None:

@@ -205,9 +205,9 @@ def _latent_table(model, x: np.ndarray, variances: bool, predicted_digit: bool):
     """One row per image: mean_0.. (and variance_0.., predicted_digit when asked)."""
     import pandas as pd
     mu, var = (np.asarray(part) for part in model.encode(x))
-    columns = {f"mean_{dim}": mu[:, dim] for dim in range(model.z_dim)}
+    columns = {f"mean_{dim}": mu[:, dim] for dim in range(mu.shape[1])}
     if variances:
-        columns |= {f"variance_{dim}": var[:, dim] for dim in range(model.z_dim)}
+        columns |= {f"variance_{dim}": var[:, dim] for dim in range(var.shape[1])}
     if predicted_digit:
         columns["predicted_digit"] = np.argmax(np.asarray(model.classify(x)), axis=1)
     return pd.DataFrame(columns)

@@ -19,8 +19,7 @@ from vaepipe import family
 from vaepipe.data import load_split
 from vaepipe.devices import evaluation_device, set_up_tensorflow, use_xla
 from vaepipe.files import staged_outputs, write_json
-from vaepipe.model import (NUM_DIGITS, VAE, kl_to_standard_normal, load_model, log_weights,
-                           to_float_images)
+from vaepipe.model import NUM_DIGITS, VAE, load_model, log_weights, to_float_images
 from vaepipe.params import Params
 from vaepipe.progress import WorkBar, progress_bar
 from vaepipe.tf_runtime import tf
@@ -38,7 +37,8 @@ def samples_per_group(images: int, samples: int, rows: int) -> int:
 
 
 def per_image_bounds(model: VAE, x, eps, group_rows: int | None = None):
-    """For images x (n, 784) and noise eps (n, K, z_dim): per-image IWAE, reconstruction, KL.
+    """For images x (n, 784) and noise eps (n, K, noise_dim): per-image IWAE, reconstruction,
+    KL.
 
     The K samples are decoded `group_rows` decoder rows at a time (all at once when None):
     the likelihood then reads each group's K x 784 outputs while they are in the CPU's cache,
@@ -48,41 +48,82 @@ def per_image_bounds(model: VAE, x, eps, group_rows: int | None = None):
     mu, var = model.encode(x)
     digit_probs = model.digit_probs(x)
 
-    def sample_log_weights(eps):  # (n, c, z_dim) -> log w and log p(x|z), each (n, c)
-        return log_weights(model, x, mu, var, digit_probs, eps)
+    def sample_log_weights(eps):  # (n, c, noise_dim) -> log w, log p(x|z), log q/p: (n, c)
+        return tuple(log_weights(model, x, mu, var, digit_probs, eps))
 
     c = k if group_rows is None else samples_per_group(n, k, group_rows)
     if c == k:
-        log_w, log_likelihood = sample_log_weights(eps)
-    else:  # groups of c samples, (n, K/c, c, z_dim) -> (K/c, n, c, z_dim), one at a time
+        log_w, log_likelihood, sampled_kl = sample_log_weights(eps)
+    else:  # groups of c samples, (n, K/c, c, noise_dim) -> (K/c, n, c, noise_dim), in turn
         groups = tf.transpose(tf.reshape(eps, [n, k // c, c, -1]), [1, 0, 2, 3])
         per_group = tf.map_fn(sample_log_weights, groups,
-                              fn_output_signature=(tf.float32, tf.float32))
-        log_w, log_likelihood = (tf.reshape(tf.transpose(t, [1, 0, 2]), [n, k])
-                                 for t in per_group)
+                              fn_output_signature=(tf.float32,) * 3)
+        log_w, log_likelihood, sampled_kl = (tf.reshape(tf.transpose(t, [1, 0, 2]), [n, k])
+                                             for t in per_group)
     iwae = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))
     # The mean of K values near -200 in float32 drifts under XLA's CPU reductions (by 0.07
     # nats at K = 1000, 0.27 at K = 5000): average them in float64.
     reconstruction = -tf.reduce_mean(tf.cast(log_likelihood, tf.float64), axis=1)
-    return iwae, reconstruction, kl_to_standard_normal(mu, var)
+    return iwae, reconstruction, model.kl(mu, var, sampled_kl)
 
 
 ACTIVITY_THRESHOLD = 0.01  # the IWAE paper's: a unit is active when Cov_x(E_q[u]) exceeds it
 ENCODE_ROWS = 1000  # images encoded at a time for the latent units
 
 
-def latent_units(model: VAE, x: np.ndarray) -> dict:
-    """Each latent unit's activity, Cov_x(E_q(z|x)[u]) over the images x (the variance of its
-    posterior mean, ddof 1 as yburda/iwae's np.cov), and its mean KL(q(u|x) || N(0, 1)); the
-    number of active units."""
-    encoded = [model.encode(x[start:start + ENCODE_ROWS]) for start in range(0, len(x), ENCODE_ROWS)]
-    mu, var = (np.concatenate([np.asarray(t[i], dtype=np.float64) for t in encoded])
-               for i in (0, 1))
+def latent_units(model: VAE, x: np.ndarray, seed: int = 0) -> dict | list[dict]:
+    """Each latent unit's activity, Cov_x(E_q(u|x)[u]) over the images x (the variance of its
+    posterior mean, ddof 1 as yburda/iwae's np.cov), and its mean KL, with the number of active
+    units: one such record, or one per stochastic layer, z1 first. Above z1, E_q[u] is taken
+    given one sample of the layer below (as yburda/iwae does, drawn from `seed`) and the KL is
+    KL(q(u|.) || N(0, 1)) for the top layer, log q(u) - log p(u|z above) sampled under it."""
+    rng = np.random.default_rng(seed)
+    chunks = [_layer_terms(model, x[start:start + ENCODE_ROWS], rng)
+              for start in range(0, len(x), ENCODE_ROWS)]
+    units = [_unit_record(*(np.concatenate([chunk[layer][part] for chunk in chunks])
+                            for part in range(len(chunks[0][layer]))))
+             for layer in range(len(model.latent_sizes))]
+    return units[0] if len(units) == 1 else units
+
+
+def _layer_terms(model: VAE, x: np.ndarray, rng: np.random.Generator) -> list[tuple]:
+    """Per stochastic layer, in float64: q's mean and variance; under the top layer also the
+    layer's sample and p's mean and variance given the sample above it."""
+    mu, var = model.encode(x)
+    posteriors, samples = [(mu, var)], []
+    for layer in [*model.upward, None]:
+        samples.append(mu + tf.sqrt(var) * rng.standard_normal(mu.shape, dtype=np.float32))
+        if layer is not None:
+            mu, var = layer(samples[-1])
+            posteriors.append((mu, var))
+    terms = [tuple(map(_float64, posterior)) for posterior in posteriors]
+    for l, layer in enumerate(model.downward):
+        terms[l] += tuple(map(_float64, (samples[l], *layer(samples[l + 1]))))
+    return terms
+
+
+def _float64(tensor) -> np.ndarray:
+    return np.asarray(tensor, dtype=np.float64)
+
+
+def _unit_record(mu, var, z=None, prior_mu=None, prior_var=None) -> dict:
     activity = np.var(mu, axis=0, ddof=1)
-    kl = 0.5 * (np.square(mu) + var - 1.0 - np.log(var))
+    if z is None:  # the top layer, under N(0, I)
+        kl = 0.5 * (np.square(mu) + var - 1.0 - np.log(var))
+    else:
+        kl = 0.5 * (np.square(z - prior_mu) / prior_var + np.log(prior_var)
+                    - np.square(z - mu) / var - np.log(var))
     return {"active_units": int(np.sum(activity > ACTIVITY_THRESHOLD)), "units": len(activity),
             "activity_threshold": ACTIVITY_THRESHOLD, "activity": activity.tolist(),
             "kl": kl.mean(axis=0).tolist()}
+
+
+def active_units_line(units: dict | list[dict]) -> str:
+    """`a of b latent units active`, per stochastic layer when there are several."""
+    layers = [units] if isinstance(units, dict) else units
+    counts = [f"{layer['active_units']} of {layer['units']}" for layer in layers]
+    named = counts if len(counts) == 1 else [f"z{l + 1}: {c}" for l, c in enumerate(counts)]
+    return (f"{', '.join(named)} latent units active (Cov_x E_q[u] > {ACTIVITY_THRESHOLD})")
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -109,7 +150,7 @@ class Evaluator:
 
     def _batch_noise(self, images, batch_index):
         seed = tf.stack([tf.constant(self.seed, tf.int64), batch_index])
-        return tf.random.stateless_normal([images, self.iwae_samples, self.model.z_dim],
+        return tf.random.stateless_normal([images, self.iwae_samples, self.model.noise_dim],
                                           seed=seed)
 
     def _batch_bounds(self, x, eps):
@@ -220,9 +261,8 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
             metrics[split], predicted, labels, images = score(prepared_dir, split)
             if split == "test":
                 predictions = predictions_table(labels, predicted)
-                units = latent_units(model, to_float_images(images))
-        print(f"test: {units['active_units']} of {units['units']} latent units active "
-              f"(Cov_x E_q[u] > {ACTIVITY_THRESHOLD})", file=sys.stderr)
+                units = latent_units(model, to_float_images(images), params.seed)
+        print(f"test: {active_units_line(units)}", file=sys.stderr)
         write_json(outputs[metrics_path], metrics)
         outputs[predictions_path].write_bytes(predictions.to_csv(index=False).encode())
         write_json(outputs[units_path], {"test": units})

@@ -6,19 +6,26 @@ p(x|z, c) = N(f([z, c]), decoder_std^2 I) with f ending in a sigmoid. Images are
 logits (likelihoods.py), `conditioning` none drops the classifier, so that the decoder sees z
 alone (conditioning.py), `architecture` conv puts convolutions in the encoder and transposed
 ones in the decoder (architectures.py).
+
+Several stochastic layers (`z_dim: [100, 50]`, the IWAE paper's two-layer model) chain Gaussians
+with the encoder's variance form: q(z1|x) q(z2|z1) ... up, p(z_L) = N(0, I) and p(z1|z2) ...
+down, each conditional through `latent_hidden_layers`; the decoder reads z1. Noise for one
+sample of every layer is one row of `noise_dim` numbers, z1's first; `z_dim` is then the size of
+z_L, the latent that the prior draws and the figures sweep.
 """
 
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from vaepipe import family
-from vaepipe.architectures import IMAGE_PIXELS
+from vaepipe.architectures import IMAGE_PIXELS, dense_layers
 from vaepipe.data import NUM_DIGITS
 from vaepipe.errors import PipelineError
-from vaepipe.params import NetworkConfig, validated
+from vaepipe.params import LATENT_HIDDEN_UNREAD, NetworkConfig, validated
 from vaepipe.tf_runtime import keras, tf
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -34,8 +41,44 @@ def _as_saved(value):
 # The keys the family added to config.json, at the article's values: a config without them
 # (saved before the family) is the article's model, and a saved config leaves out the ones at
 # these values, so that the article's stays as it was.
-ARTICLE_FAMILY = {key: _as_saved(family.article_value(key))
-                  for key in ("likelihood", "conditioning", "architecture", "conv_filters")}
+ARTICLE_FAMILY = {**{key: _as_saved(family.article_value(key))
+                     for key in ("likelihood", "conditioning", "architecture", "conv_filters")},
+                  "latent_hidden_layers": list(LATENT_HIDDEN_UNREAD)}
+
+
+class GaussianLayer(keras.layers.Layer):
+    """A stochastic layer given the one beside it: N(mu(h), diag(1e-5 + exp(log_var(h)))), h
+    from dense hidden layers over its input (the encoder's form of q(z|x))."""
+
+    def __init__(self, hidden_layers, activation: str, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = dense_layers(hidden_layers, activation)  # each on the last axis of any
+        # rank: (n, c, size) samples as well as (n, size)
+        self.mu_layer = keras.layers.Dense(size)
+        self.log_var_layer = keras.layers.Dense(size)
+
+    def build(self, input_shape):
+        for dense in self.hidden:
+            dense.build(input_shape)
+            input_shape = dense.compute_output_shape(input_shape)
+        self.mu_layer.build(input_shape)
+        self.log_var_layer.build(input_shape)
+
+    def call(self, z):
+        h = z
+        for dense in self.hidden:
+            h = dense(h)
+        return self.mu_layer(h), 1e-5 + tf.exp(self.log_var_layer(h))
+
+    def held(self, z):
+        """`call` with this layer's weights held fixed (gradients reach z alone), for DReG."""
+        def apply(dense, h):
+            return dense.activation(tf.tensordot(h, tf.stop_gradient(dense.kernel), axes=1)
+                                    + tf.stop_gradient(dense.bias))
+        h = z
+        for dense in self.hidden:
+            h = apply(dense, h)
+        return apply(self.mu_layer, h), 1e-5 + tf.exp(apply(self.log_var_layer, h))
 
 
 class VAE(keras.Model):
@@ -46,7 +89,8 @@ class VAE(keras.Model):
                  likelihood: str = ARTICLE_FAMILY["likelihood"],
                  conditioning: str = ARTICLE_FAMILY["conditioning"],
                  architecture: str = ARTICLE_FAMILY["architecture"],
-                 conv_filters=ARTICLE_FAMILY["conv_filters"], **kwargs):
+                 conv_filters=ARTICLE_FAMILY["conv_filters"],
+                 latent_hidden_layers=ARTICLE_FAMILY["latent_hidden_layers"], **kwargs):
         super().__init__(**kwargs)
         self.config = {
             "encoder_layers": list(encoder_layers),
@@ -54,13 +98,18 @@ class VAE(keras.Model):
             "digit_classification_layers": list(digit_classification_layers),
             "activation": activation,
             "decoder_std": float(decoder_std),
-            "z_dim": int(z_dim),
+            "z_dim": int(z_dim) if isinstance(z_dim, int) else [int(size) for size in z_dim],
             "likelihood": likelihood,
             "conditioning": conditioning,
             "architecture": architecture,
             "conv_filters": [int(size) for size in conv_filters],
+            "latent_hidden_layers": [int(size) for size in latent_hidden_layers],
         }
-        self.z_dim = int(z_dim)
+        self.latent_sizes = (int(z_dim),) if isinstance(z_dim, int) else tuple(self.config["z_dim"])
+        self.z_dim = self.latent_sizes[-1]  # the prior's: what sampling draws
+        self.noise_dim = sum(self.latent_sizes)
+        # With one layer the KL has a closed form (the article's); with several it is sampled.
+        self.closed_form_kl = len(self.latent_sizes) == 1
         self.decoder_std = float(decoder_std)
         self.likelihood = family.build("likelihood", self.config)
         self.conditioning = family.build("conditioning", self.config)
@@ -68,12 +117,20 @@ class VAE(keras.Model):
         # Built in this order, so that the article's layer names and weights stay as they were.
         # mu and the variance share the encoder's hidden layers, as in the article.
         self.encoder_net = self.architecture.encoder(self.config)
-        self.mu_layer = keras.layers.Dense(z_dim, name="encoder_mu")
-        self.log_var_layer = keras.layers.Dense(z_dim, name="encoder_log_var")
+        self.mu_layer = keras.layers.Dense(self.latent_sizes[0], name="encoder_mu")
+        self.log_var_layer = keras.layers.Dense(self.latent_sizes[0], name="encoder_log_var")
         self.classifier_net = self.conditioning.build_network(digit_classification_layers,
                                                               activation)
         self.decoder_net = self.architecture.decoder(self.config,
                                                      self.likelihood.output_activation)
+        if not self.closed_form_kl:  # only then, so that the article's weights file stays
+            above = list(zip(self.latent_sizes, self.latent_sizes[1:]))
+            self.posterior_layers = [  # q(z_{l+1} | z_l)
+                GaussianLayer(latent_hidden_layers, activation, upper, name=f"q_z{l + 2}")
+                for l, (_, upper) in enumerate(above)]
+            self.prior_layers = [  # p(z_l | z_{l+1})
+                GaussianLayer(latent_hidden_layers, activation, lower, name=f"p_z{l + 1}")
+                for l, (lower, _) in enumerate(above)]
         self.build_all()
 
     def build_all(self) -> None:
@@ -84,11 +141,25 @@ class VAE(keras.Model):
         self.log_var_layer.build(hidden)
         if self.classifier_net is not None:
             self.classifier_net.build((None, IMAGE_PIXELS))
-        self.decoder_net.build((None, self.z_dim + self.conditioning.width))
+        self.decoder_net.build((None, self.latent_sizes[0] + self.conditioning.width))
+        for q, p, (lower, upper) in zip(self.upward, self.downward,
+                                        zip(self.latent_sizes, self.latent_sizes[1:])):
+            q.build((None, lower))
+            p.build((None, upper))
         self.built = True
 
+    @property
+    def upward(self) -> list:
+        """q(z2|z1), q(z3|z2), ...: none with one stochastic layer."""
+        return [] if self.closed_form_kl else self.posterior_layers
+
+    @property
+    def downward(self) -> list:
+        """p(z1|z2), p(z2|z3), ...: none with one stochastic layer."""
+        return [] if self.closed_form_kl else self.prior_layers
+
     def encode(self, x):
-        """q(z|x): the mean and the diagonal variance, each (n, z_dim)."""
+        """q(z1|x): the mean and the diagonal variance, each (n, the size of z1)."""
         h = self.encoder_net(x)
         return self.mu_layer(h), 1e-5 + tf.exp(self.log_var_layer(h))
 
@@ -110,16 +181,38 @@ class VAE(keras.Model):
         return self.decoder_net(z)
 
     def decode(self, z, digit_probs=None):
-        """The mean image E[x|z, c] (n, 784) for latents z and digit probabilities c."""
+        """The mean image E[x|z, c] (n, 784) for latents z (n, z_dim) and digit probabilities
+        c; with several stochastic layers z is z_L, taken down through the means of p."""
+        for layer in reversed(self.downward):
+            z, _ = layer(z)
         return self.likelihood.mean(self.decoder_output(z, digit_probs))
 
+    def top_mean(self, x):
+        """Each image's latent (n, z_dim): the mean of q(z|x), or with several stochastic
+        layers that of q(z_L|z_{L-1}), up through the means of q."""
+        z, _ = self.encode(x)
+        for layer in self.upward:
+            z, _ = layer(z)
+        return z
+
     def call(self, x, eps):
-        """Per-image reconstruction NLL, KL and digit logits, with z = mu + sqrt(var) * eps."""
+        """Per-image reconstruction NLL, KL and digit logits, with z = mu + sqrt(var) * eps;
+        eps (n, noise_dim)."""
         mu, var = self.encode(x)
-        z = mu + tf.sqrt(var) * eps
         logits = self.classify(x)
+        if not self.closed_form_kl:
+            weights = log_weights(self, x, mu, var, tf.nn.softmax(logits), eps[:, None, :])
+            return -weights.log_likelihood[:, 0], weights.kl[:, 0], logits
+        z = mu + tf.sqrt(var) * eps
         output = self.decoder_output(z, tf.nn.softmax(logits))
         return -self.likelihood.log_prob(x, output), kl_to_standard_normal(mu, var), logits
+
+    def kl(self, mu, var, sampled):
+        """Per-image KL(q(z|x) || p(z)): in closed form with one stochastic layer, else the
+        mean of log q - log p over the samples (n, c) of `sampled`."""
+        if self.closed_form_kl:
+            return kl_to_standard_normal(mu, var)
+        return tf.reduce_mean(sampled, axis=1)
 
 
 def kl_to_standard_normal(mu, var):
@@ -127,26 +220,61 @@ def kl_to_standard_normal(mu, var):
     return -0.5 * tf.reduce_sum(1.0 + tf.math.log(var) - tf.square(mu) - var, axis=-1)
 
 
-def log_weights(model: "VAE", x, mu, var, digit_probs, eps, kl_scale=None):
-    """For images x (n, 784) with posterior mu, var (n, z_dim) and digit probabilities (n, 10)
-    or (n, 0), and noise eps (n, c, z_dim): each sample's log weight, log p(x|z, c) + log p(z)
-    - log q(z|x), and its log p(x|z, c), each (n, c). With `kl_scale`, log p(z) - log q(z|x)
-    is weighted by it (a KL weight or warm-up)."""
-    z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * eps  # (n, c, z_dim)
-    log_posterior = -0.5 * tf.reduce_sum(
-        tf.square(eps) + tf.math.log(var)[:, None, :] + LOG_2PI, axis=-1)
-    return weigh_samples(model, x, z, log_posterior, digit_probs, kl_scale)
+class Weights(NamedTuple):
+    """Per sample (n, c): the log weight log p(x|z, c) + log p(z) - log q(z|x), log p(x|z, c),
+    and log q(z|x) - log p(z) (the KL's sampled form)."""
+    log_w: tf.Tensor
+    log_likelihood: tf.Tensor
+    kl: tf.Tensor
 
 
-def weigh_samples(model: "VAE", x, z, log_posterior, digit_probs, kl_scale=None):
-    """`log_weights` of latent samples z (n, c, z_dim) whose log q(z|x) is given (n, c)."""
+def log_weights(model: "VAE", x, mu, var, digit_probs, eps, kl_scale=None) -> Weights:
+    """For images x (n, 784) with q(z1|x)'s mu, var (n, z1) and digit probabilities (n, 10) or
+    (n, 0), and noise eps (n, c, noise_dim): each sample's `Weights`. With `kl_scale`,
+    log p(z) - log q(z|x) is weighted by it (a KL weight or warm-up)."""
+    zs, log_posterior = sample_latents(model, mu, var, eps)
+    return weigh_samples(model, x, zs, log_posterior, digit_probs, kl_scale)
+
+
+def noise_log_density(eps, var):
+    """log N(z; mu, var) of z = mu + sqrt(var) * eps, summed over the last axis."""
+    return -0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var) + LOG_2PI, axis=-1)
+
+
+def sample_latents(model: "VAE", mu, var, eps):
+    """Every stochastic layer's samples [(n, c, size)], z1 first, by reparameterisation from
+    noise (n, c, noise_dim), and their log q(z|x) (n, c)."""
+    noise = tf.split(eps, model.latent_sizes, axis=-1) if model.upward else [eps]
+    zs = [mu[:, None, :] + tf.sqrt(var)[:, None, :] * noise[0]]  # (n, c, z1)
+    log_posterior = noise_log_density(noise[0], var[:, None, :])
+    for layer, layer_noise in zip(model.upward, noise[1:]):
+        layer_mu, layer_var = layer(zs[-1])
+        zs.append(layer_mu + tf.sqrt(layer_var) * layer_noise)
+        log_posterior += noise_log_density(layer_noise, layer_var)
+    return zs, log_posterior
+
+
+def log_prior(model: "VAE", zs):
+    """log p(z_L) + sum_l log p(z_l | z_{l+1}) of the samples zs of every layer, (n, c)."""
+    log_p = -0.5 * tf.reduce_sum(tf.square(zs[-1]) + LOG_2PI, axis=-1)
+    for layer, z, z_above in zip(model.downward, zs, zs[1:]):
+        mu, var = layer(z_above)
+        log_p += noise_log_density((z - mu) / tf.sqrt(var), var)
+    return log_p
+
+
+def weigh_samples(model: "VAE", x, zs, log_posterior, digit_probs, kl_scale=None) -> Weights:
+    """`log_weights` of the samples zs of every layer ((n, c, size) each) whose log q(z|x) is
+    given (n, c)."""
+    z = zs[0]
     n, c, z_dim = tf.shape(z)[0], tf.shape(z)[1], tf.shape(z)[2]
     output = model.decoder_output(tf.reshape(z, [n * c, z_dim]), tf.repeat(digit_probs, c, axis=0))
     log_likelihood = model.likelihood.log_prob(x[:, None, :], tf.reshape(output, [n, c, -1]))
-    log_prior = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+    prior = log_prior(model, zs)
+    kl = log_posterior - prior
     if kl_scale is None:  # as evaluation has always summed it
-        return log_likelihood + log_prior - log_posterior, log_likelihood
-    return log_likelihood + kl_scale * (log_prior - log_posterior), log_likelihood
+        return Weights(log_likelihood + prior - log_posterior, log_likelihood, kl)
+    return Weights(log_likelihood + kl_scale * (prior - log_posterior), log_likelihood, kl)
 
 
 def to_float_images(images: np.ndarray) -> np.ndarray:

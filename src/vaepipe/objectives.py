@@ -3,14 +3,14 @@ k samples of z, or the negative k-sample importance-weighted bound (the IWAE pap
 
 Each is one class behind the same interface, picked in one place (family.py, from `objective`
 in params.yaml) and built with `train_samples` (k). `per_image` takes the model, a batch and k
-noise rows per image, stacked sample by sample within each image ((n * k, z_dim)), and the KL
+noise rows per image, stacked sample by sample within each image ((n * k, noise_dim)), and the KL
 term's weight (None for 1, so that the article's loss stays op for op); it returns the
 per-image loss, the terms watched for divergence (reconstruction and KL, per image) and the
 classifier's logits. The per-image loss is the one whose gradient trains the model (for
 `iwae_dreg`, a surrogate with the bound's gradient estimated otherwise).
 """
 
-from vaepipe.model import LOG_2PI, kl_to_standard_normal, log_weights, weigh_samples
+from vaepipe.model import log_weights, noise_log_density, sample_latents, weigh_samples
 from vaepipe.tf_runtime import tf
 
 
@@ -22,10 +22,9 @@ def _k_samples(model, x, eps, samples: int, kl_scale):
     """Each image's k log weights and log-likelihoods (n, k), its KL and its digit logits."""
     mu, var = model.encode(x)
     logits = model.classify(x)
-    noise = tf.reshape(eps, [tf.shape(x)[0], samples, model.z_dim])
-    log_w, log_likelihood = log_weights(model, x, mu, var, tf.nn.softmax(logits), noise,
-                                        kl_scale)
-    return log_w, log_likelihood, kl_to_standard_normal(mu, var), logits
+    noise = tf.reshape(eps, [tf.shape(x)[0], samples, model.noise_dim])
+    weights = log_weights(model, x, mu, var, tf.nn.softmax(logits), noise, kl_scale)
+    return (weights.log_w, weights.log_likelihood, model.kl(mu, var, weights.kl), logits)
 
 
 class Elbo:
@@ -75,19 +74,25 @@ class DoublyReparameterized:
         mu, var = model.encode(x)
         logits = model.classify(x)
         digit_probs = tf.nn.softmax(logits)
-        noise = tf.reshape(eps, [tf.shape(x)[0], self.samples, model.z_dim])
-        z = mu[:, None, :] + tf.sqrt(var)[:, None, :] * noise
+        noise = tf.reshape(eps, [tf.shape(x)[0], self.samples, model.noise_dim])
+        zs, _ = sample_latents(model, mu, var, noise)
         fixed_mu, fixed_var = (tf.stop_gradient(t)[:, None, :] for t in (mu, var))
 
-        def log_w(z):  # q's parameters held fixed: the encoder is reached through z alone
-            log_posterior = -0.5 * tf.reduce_sum(
-                tf.square(z - fixed_mu) / fixed_var + tf.math.log(fixed_var) + LOG_2PI, axis=-1)
-            return weigh_samples(model, x, z, log_posterior, digit_probs, kl_scale)
+        def log_w(zs):  # q's parameters held fixed: the encoder is reached through z alone
+            log_posterior = _held_log_density(zs[0], fixed_mu, fixed_var)
+            for layer, z, z_below in zip(model.upward, zs[1:], zs):
+                log_posterior += _held_log_density(z, *layer.held(z_below))
+            return weigh_samples(model, x, zs, log_posterior, digit_probs, kl_scale)
 
-        log_w_moving, log_likelihood = log_w(z)
-        log_w_fixed, _ = log_w(tf.stop_gradient(z))
-        normalized = tf.stop_gradient(tf.nn.softmax(log_w_moving, axis=1))
+        moving = log_w(zs)
+        log_w_fixed = log_w([tf.stop_gradient(z) for z in zs]).log_w
+        normalized = tf.stop_gradient(tf.nn.softmax(moving.log_w, axis=1))
         surrogate = tf.reduce_sum(normalized * log_w_fixed
-                                  + tf.square(normalized) * (log_w_moving - log_w_fixed), axis=1)
-        return (-surrogate, [-tf.reduce_mean(log_likelihood, axis=1),
-                             kl_to_standard_normal(mu, var)], logits)
+                                  + tf.square(normalized) * (moving.log_w - log_w_fixed), axis=1)
+        return (-surrogate, [-tf.reduce_mean(moving.log_likelihood, axis=1),
+                             model.kl(mu, var, moving.kl)], logits)
+
+
+def _held_log_density(z, mu, var):
+    """log N(z; mu, var), summed over the last axis."""
+    return noise_log_density((z - mu) / tf.sqrt(var), var)

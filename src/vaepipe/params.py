@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, create_model, field_validator, model_validator)
+                      PlainValidator, ValidationError, WithJsonSchema, create_model,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -40,6 +41,9 @@ MAX_DECODED_PER_BATCH = 200_000  # evaluation images x samples per batch: 0.6 GB
 IWAE_SCHEDULE_STAGES = 8  # the IWAE paper: stage i lasts 3^i epochs at learning_rate x 10^(-i/7)
 CPU_REPLICAS_UNREAD = 2  # params.yaml's train.cpu_replicas, kept where nothing reads it
 PEER_TIMEOUT_UNREAD = 120.0  # params.yaml's train.peer_timeout_seconds, kept outside multi_worker
+LATENT_HIDDEN_UNREAD = (100, 100)  # params.yaml's latent_hidden_layers, kept with one z layer
+MAX_LATENT_SIZE = 256
+MAX_STOCHASTIC_LAYERS = 4
 IWAE_SCHEDULE_EPOCHS = sum(3**i for i in range(IWAE_SCHEDULE_STAGES))  # 3280
 
 
@@ -80,6 +84,34 @@ def _one_per_convolution(filters: tuple[int, ...]) -> tuple[int, ...]:
     return filters
 
 
+def _latent_sizes(value: Any) -> int | tuple[int, ...]:
+    """z_dim: one layer's size (the article's form) or a list of them, z1 (next to x) first."""
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes):
+        problem = (f"must be an integer, or a list of integers (one per stochastic layer, such "
+                   f"as [100, 50]), got {value!r}")
+    elif isinstance(value, (list, tuple)) and not 2 <= len(sizes) <= MAX_STOCHASTIC_LAYERS:
+        problem = (f"must list 2 to {MAX_STOCHASTIC_LAYERS} stochastic layers' sizes such as "
+                   f"[100, 50] (one layer is a plain integer), got {list(value)}")
+    elif min(sizes) < 1:
+        problem = f"must be at least 1, got {value!r}"
+    elif max(sizes) > MAX_LATENT_SIZE:
+        problem = (f"must be at most {MAX_LATENT_SIZE} (the latent-traversal figure draws one "
+                   f"row per dimension), got {value!r}")
+    else:
+        return tuple(sizes) if isinstance(value, (list, tuple)) else value
+    raise PydanticCustomError("problem", "{problem}", {"problem": problem})
+
+
+LatentSizes = Annotated[
+    Any, PlainValidator(_latent_sizes),
+    WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_LATENT_SIZE},
+        {"type": "array", "minItems": 2, "maxItems": MAX_STOCHASTIC_LAYERS,
+         "items": {"type": "integer", "minimum": 1, "maximum": MAX_LATENT_SIZE}}]}),
+    Field(description="size of the latent space, or of each stochastic layer, z1 (next to x) "
+                      "first, e.g. [100, 50]"),
+]
 Layers = Annotated[
     tuple[Annotated[int, Field(ge=1, le=4096)], ...],
     limit("hidden layer sizes, e.g. [128]",
@@ -215,8 +247,10 @@ class Params(Group):
                                low="below it the loss's scale 1/(2 std^2) makes Adam's steps "
                                    "overflow",
                                high="pixel intensities lie in [0, 1]", ge=0.001, le=10)
-    z_dim: int = limit("size of the latent space",
-                       high="the latent-traversal figure draws one row per dimension", ge=1, le=256)
+    z_dim: LatentSizes
+    latent_hidden_layers: Layers = Field(description=(
+        "hidden layer sizes between two stochastic layers, both ways (q(z2|z1) and p(z1|z2)); "
+        "read only when z_dim lists several layers"))
     digit_classification_weight: float = limit(
         "weight of the classifier's cross-entropy in the loss",
         high="a larger weight drowns the VAE's own loss", ge=0, le=1000)
@@ -295,6 +329,15 @@ class Params(Group):
         return self
 
     @model_validator(mode="after")
+    def _latent_hidden_layers_are_read(self) -> "Params":
+        kept = LATENT_HIDDEN_UNREAD
+        if isinstance(self.z_dim, int) and self.latent_hidden_layers != kept:
+            raise ParamError("latent_hidden_layers", unused(
+                f"z_dim: {self.z_dim}", "z_dim: a list of stochastic layers",
+                self.latent_hidden_layers, kept))
+        return self
+
+    @model_validator(mode="after")
     def _schedule_fits_the_epochs(self) -> "Params":
         if self.learning_rate_schedule == "iwae" and self.epochs > IWAE_SCHEDULE_EPOCHS:
             raise ParamError("epochs", (
@@ -323,8 +366,8 @@ class Params(Group):
 NetworkConfig = create_model("NetworkConfig", __base__=Group, **{
     key: (Params.model_fields[key].annotation, Params.model_fields[key])
     for key in ("encoder_layers", "decoder_layers", "digit_classification_layers", "activation",
-                "decoder_std", "z_dim", "likelihood", "conditioning", "architecture",
-                "conv_filters")})
+                "decoder_std", "z_dim", "latent_hidden_layers", "likelihood", "conditioning",
+                "architecture", "conv_filters")})
 
 
 class ParamError(PipelineError):

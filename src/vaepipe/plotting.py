@@ -259,34 +259,49 @@ def plot_loss_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
     save_png(loss_curves_figure(history), path)
 
 
-def latent_units_figure(units: dict) -> Figure:
-    """units: each latent unit's activity Cov_x(E_q[u]) and mean KL, and the threshold above
-    which a unit counts as active; one bar per unit in each panel, the inactive ones grey."""
-    activity, kl, threshold = units["activity"], units["kl"], units["activity_threshold"]
+def latent_units_figure(layers: list[dict]) -> Figure:
+    """layers: per stochastic layer, each latent unit's activity Cov_x(E_q[u]) and mean KL, and
+    the threshold above which a unit counts as active; a column of two panels per layer, one
+    bar per unit in each panel, the inactive ones grey."""
+    sizes = [len(layer["activity"]) for layer in layers]
+    width = (max(6.0, 2.0 + 0.16 * sizes[0]) if len(layers) == 1
+             else sum(max(4.5, 1.5 + 0.16 * size) for size in sizes))  # titles on two lines
+    fig = Figure(figsize=(width, 6.5), layout="constrained")
+    axes = fig.subplots(2, len(layers), sharex="col", squeeze=False,
+                        width_ratios=[max(4.5, 1.5 + 0.16 * size) for size in sizes])
+    for l, (layer, (activity_ax, kl_ax)) in enumerate(zip(layers, axes.T)):
+        named = f"z{l + 1}: " if len(layers) > 1 else ""
+        kl_of = (f"q(u|{'x' if l == 0 else 'z below'}) || "
+                 f"{'N(0, 1)' if l == len(layers) - 1 else 'p(u|z above)'}")
+        _latent_unit_panels(layer, activity_ax, kl_ax, named, kl_of)
+    fig.suptitle("Latent units on the test images", fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def _latent_unit_panels(layer: dict, activity_ax, kl_ax, named: str, kl_of: str) -> None:
+    activity, kl, threshold = layer["activity"], layer["kl"], layer["activity_threshold"]
     active = activity > threshold
     unit = np.arange(1, len(activity) + 1)
     colors = np.where(active, "tab:blue", "tab:gray")
-    fig = Figure(figsize=(max(6.0, 2.0 + 0.16 * len(unit)), 6.5), layout="constrained")
-    activity_ax, kl_ax = fig.subplots(2, 1, sharex=True)
     activity_ax.bar(unit, activity, color=colors)
     activity_ax.axhline(threshold, color="tab:red", linestyle="--")
     activity_ax.set_yscale("log")
-    activity_ax.set_title(f"{int(active.sum())} of {len(unit)} units active (activity above "
-                          f"{threshold:g}, dashed)")
+    sep = "\n" if named else " "  # a layer's column is narrow: its titles take two lines
+    activity_ax.set_title(f"{named}{int(active.sum())} of {len(unit)} units active{sep}"
+                          f"(activity above {threshold:g}, dashed)")
     activity_ax.set_ylabel("Cov_x(E_q[u]), log scale", fontsize=AXIS_LABEL_FONTSIZE)
     kl_ax.bar(unit, kl, color=colors)
-    kl_ax.set_title(f"KL(q(u|x) || N(0, 1)), mean over images: {kl.sum():.2f} nats in all")
+    kl_ax.set_title(f"{named}KL({kl_of}),{sep}mean over images: {kl.sum():.2f} "
+                    f"nats in all")
     kl_ax.set_ylabel("KL (nats/image)", fontsize=AXIS_LABEL_FONTSIZE)
     kl_ax.set_xlabel("latent unit", fontsize=AXIS_LABEL_FONTSIZE)
     kl_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (activity_ax, kl_ax):
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Latent units on the test images", fontsize=SUPTITLE_FONTSIZE)
-    return fig
 
 
-def plot_latent_units(units: dict, path: str | os.PathLike) -> None:
-    save_png(latent_units_figure(units), path)
+def plot_latent_units(layers: list[dict], path: str | os.PathLike) -> None:
+    save_png(latent_units_figure(layers), path)
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,19 +34,24 @@ def read_history(live_dir: str | Path, split_metrics=("vae_loss",)) -> pd.DataFr
     return pd.DataFrame({"epoch": [step + 1 for step in steps], **columns})
 
 
-def read_latent_units(path: str | Path) -> dict:
-    """The test split's entry of evaluation's latent_units.json: per-unit activity and KL of
-    equal lengths, and the activity threshold."""
+def read_latent_units(path: str | Path) -> list[dict]:
+    """The test split's entry of evaluation's latent_units.json, one record per stochastic
+    layer: per-unit activity and KL of equal lengths, and the activity threshold."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: missing (run `dvc repro evaluate`)")
     try:
         units = json.loads(path.read_bytes())["test"]
-        activity, kl = (np.asarray(units[key], dtype=np.float64) for key in ("activity", "kl"))
-        threshold = float(units["activity_threshold"])
+        return [_layer_units(path, layer) for layer in
+                ([units] if isinstance(units, dict) else units)]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise PipelineError(f"{path}: not evaluation's latent units ({type(error).__name__}: "
                             f"{error}); rerun `dvc repro evaluate`") from None
+
+
+def _layer_units(path: Path, units: dict) -> dict:
+    activity, kl = (np.asarray(units[key], dtype=np.float64) for key in ("activity", "kl"))
+    threshold = float(units["activity_threshold"])
     if activity.ndim != 1 or activity.shape != kl.shape or not np.all(np.isfinite(activity)):
         raise PipelineError(f"{path}: activity and kl must be lists of finite numbers, one per "
                             f"unit; rerun `dvc repro evaluate`")
@@ -90,12 +95,12 @@ def _damaged(path: Path, line: int, problem: str) -> PipelineError:
 
 def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
     """Decode each image's latent mean with its predicted digit probabilities."""
-    return np.asarray(model.decode(model.encode(x)[0], model.digit_probs(x)))
+    return np.asarray(model.decode(model.top_mean(x), model.digit_probs(x)))
 
 
 def redraw_as_every_digit(model: VAE, x: np.ndarray) -> np.ndarray:
     """Keep each image's style (its latent mean) and draw it as digits 0-9: (n, 10, 784)."""
-    mu = np.asarray(model.encode(x)[0])
+    mu = np.asarray(model.top_mean(x))
     z = np.repeat(mu, NUM_DIGITS, axis=0)
     digits = np.tile(np.arange(NUM_DIGITS), len(x))
     return np.asarray(model.decode(z, one_hot(digits))).reshape(len(x), NUM_DIGITS, -1)
@@ -164,7 +169,7 @@ def render_stage(params: Params, model_dir: str | Path, samples_path: str | Path
             sources = x[:shown.style_sources]
             plotting.plot_style_transfer(sources, redraw_as_every_digit(model, sources),
                                          staging / "style_transfer.png")
-        latent_means = np.asarray(model.encode(x)[0])
+        latent_means = np.asarray(model.top_mean(x))
         plotting.plot_latent_pca(latent_means, test.labels, staging / "latent_pca.png")
         images, values = latent_traversals(model, shown.traversal_steps, shown.traversal_digit)
         plotting.plot_latent_traversals(images, values, digit, staging / "latent_traversals.png")

@@ -245,7 +245,7 @@ class Trainer:
 
     def _eps(self, rows, seed):
         """Reparameterisation noise for `rows` samples, from a `_noise_seed`."""
-        return tf.random.stateless_normal([rows, self.model.z_dim], seed=seed)
+        return tf.random.stateless_normal([rows, self.model.noise_dim], seed=seed)
 
     def _kl_scale(self, step):
         """The KL term's weight at Adam's `step`: kl_weight, times a warm-up that rises
