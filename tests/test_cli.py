@@ -158,6 +158,7 @@ def test_info_prints_the_hyperparameters_and_the_parameter_count(vaepipe, model,
         ["digit_classification_layers", "[8]"], ["activation", "sigmoid"],
         ["decoder_std", "0.5"], ["z_dim", str(Z_DIM)], ["likelihood", "gaussian"],
         ["conditioning", "classifier"], ["architecture", "mlp"], ["conv_filters", "[32,", "64]"],
+        ["latent_hidden_layers", "[100,", "100]"],
         ["parameters", f"{model.count_params():,}"]]
 
 

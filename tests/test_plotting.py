@@ -47,6 +47,8 @@ def latent_means(rng: np.random.Generator, n: int, z_dim: int) -> tuple[np.ndarr
 # Five units, two of them inactive (activity at or below the threshold).
 UNITS = {"activity": np.array([0.5, 0.002, 1.2, 0.01, 0.3]),
          "kl": np.array([2.0, 0.01, 3.5, 0.02, 1.0]), "activity_threshold": 0.01}
+SECOND_LAYER_UNITS = {"activity": np.array([0.001, 0.4]), "kl": np.array([0.0, 1.5]),
+                      "activity_threshold": 0.01}
 
 
 def figure_cases() -> dict[str, tuple]:
@@ -74,7 +76,9 @@ def figure_cases() -> dict[str, tuple]:
         "latent_scatter": (plotting.plot_latent_scatter, plotting.latent_scatter_figure,
                            latent_means(rng, 500, 2)),
         "latent_units": (plotting.plot_latent_units, plotting.latent_units_figure,
-                         (UNITS,)),
+                         ([UNITS],)),
+        "two_layer_latent_units": (plotting.plot_latent_units, plotting.latent_units_figure,
+                                   ([UNITS, SECOND_LAYER_UNITS],)),
     }
 
 
@@ -288,7 +292,7 @@ def test_latent_scatter_draws_the_means_on_their_own_axes():
 
 
 def test_the_latent_units_figure_greys_the_inactive_units_and_counts_the_active_ones():
-    activity_ax, kl_ax = plotting.latent_units_figure(UNITS).axes
+    activity_ax, kl_ax = plotting.latent_units_figure([UNITS]).axes
     assert activity_ax.get_title() == "3 of 5 units active (activity above 0.01, dashed)"
     for ax, values in ((activity_ax, UNITS["activity"]), (kl_ax, UNITS["kl"])):
         bars = ax.patches
@@ -296,3 +300,14 @@ def test_the_latent_units_figure_greys_the_inactive_units_and_counts_the_active_
         grey = [bar.get_facecolor() == matplotlib.colors.to_rgba("tab:gray") for bar in bars]
         assert grey == [False, True, False, True, False]
     assert kl_ax.get_title().endswith("6.53 nats in all")
+
+
+def test_the_latent_units_figure_of_two_layers_has_a_column_per_layer():
+    z1_activity, z2_activity, z1_kl, z2_kl = plotting.latent_units_figure(
+        [UNITS, SECOND_LAYER_UNITS]).axes  # row-major: the activity row, then the KL row
+    assert z1_activity.get_title().startswith("z1: 3 of 5 units active")
+    assert z2_activity.get_title().startswith("z2: 1 of 2 units active")
+    assert z1_kl.get_title().startswith("z1: KL(q(u|x) || p(u|z above))")
+    assert z2_kl.get_title().startswith("z2: KL(q(u|z below) || N(0, 1))")
+    np.testing.assert_allclose([bar.get_height() for bar in z2_kl.patches], [0.0, 1.5])
+    assert z2_kl.get_title().endswith("1.50 nats in all")
