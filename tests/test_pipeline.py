@@ -588,6 +588,53 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
 
 
+def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(repo):
+    """Stopped, parked and committed, then continued where no workspace is left (a new
+    machine): the record names the run's commit and holds the weights of an unbroken run."""
+    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    recipes = repo.root / "reproductions"
+    recipes.mkdir()
+    for name in ("long", "unbroken"):
+        (recipes / f"{name}.yaml").write_text("epochs: 5\ntrain:\n  checkpoint_every: 1\n")
+    reproduce = (sys.executable, "-m", "vaepipe.reproduce")
+    parked = recipes / "under_way" / "long"
+    try:
+        started = repo.commit("two recipes")
+        assert repo.run(*reproduce, "long", "--park", check=False).stderr == (
+            "error: .reproductions/long/.checkpoints/train: no checkpoint to park "
+            "(`tasks.py reproduce long` makes one)\n")
+        process = subprocess.Popen([*reproduce, "long"], cwd=repo.root, env=repo.env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        epochs = 0
+        for line in process.stderr:
+            epochs += line.startswith("epoch ")
+            if epochs == 3:
+                break
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the train stage saves a checkpoint
+        process.communicate(timeout=60)
+        assert process.returncode != 0
+        assert "after 3 epochs" in repo.run(*reproduce, "long", "--park").stderr
+        assert (parked / "commit.txt").read_text() == f"{started}\n"
+        repo.commit("the run of long, parked")
+        shutil.rmtree(repo.root / ".reproductions")
+
+        went_on = repo.run(*reproduce, "long")
+        assert f"going on with the run parked in {parked.relative_to(repo.root)}/" in (
+            went_on.stderr)
+        assert "resuming at epoch 4 " in went_on.stderr
+        assert not parked.exists()
+        assert (recipes / "long" / "commit.txt").read_text() == f"{started}\n"
+        repo.run(*reproduce, "unbroken")
+        for kept in ("model/model.weights.h5", "train_metrics.json", "metrics.json"):
+            assert (recipes / "long" / kept).read_bytes() == (
+                recipes / "unbroken" / kept).read_bytes()
+    finally:
+        repo.run("git", "reset", "-q", "--hard", base)
+        shutil.rmtree(recipes, ignore_errors=True)
+        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
+
+
 def experiment_metrics(machine: Repo) -> dict:
     """Each named experiment's test metrics, from `dvc exp show --json`."""
     shown = json.loads(machine.dvc("exp", "show", "--json").stdout)

@@ -8,6 +8,13 @@ workspace's outputs; its params.yaml is made anew on every run from the commit's
 and the commit's recipe, so the record is exactly what the commit names. It resumes from its
 checkpoint when stopped and run again. When it is done, its metrics, params, dvc.lock, three
 figures and the trained model are copied to `reproductions/NAME/`, to be committed.
+
+    python -m vaepipe.reproduce NAME --park
+
+A run longer than one machine's stay is carried on elsewhere: `--park` copies its latest
+checkpoint and commit to `reproductions/under_way/NAME/`, to be committed; `reproduce NAME` on
+any clone then continues that run at that commit (so its record still names the code that
+ran), and removes the parked copy once the run is done.
 """
 
 import argparse
@@ -26,6 +33,9 @@ from vaepipe.params import parse_params, parse_yaml
 
 RECIPES = Path("reproductions")
 WORKSPACES = Path(".reproductions")
+UNDER_WAY = RECIPES / "under_way"  # parked runs: NAME/commit.txt and NAME/checkpoint/
+CHECKPOINT = Path(".checkpoints/train")  # the train stage's, in a workspace
+CHECKPOINT_STATE = "state.json"  # rewritten, with the position, by every save
 RESULTS = {  # what is kept of a run: workspace path -> name in reproductions/NAME/
     "reports/metrics.json": "metrics.json",
     "reports/train/metrics.json": "train_metrics.json",
@@ -81,11 +91,12 @@ def git(*args: str, cwd: Path = Path(".")) -> str:
     return done.stdout.strip()
 
 
-def prepare_workspace(name: str, commit: str) -> Path:
+def prepare_workspace(name: str, commit: str, parked: Path | None = None) -> Path:
     """A clone of `commit` in .reproductions/NAME that shares this repository's DVC cache. One
-    made before at this commit is kept as it is (its dvc.lock says what is done); one at
-    another commit is moved to this one (its checkpoint is taken up again only where the
-    params, data and package code it was made with are unchanged)."""
+    made before at this commit is kept as it is (its dvc.lock says what is done, its checkpoint
+    how far training got); one at another commit is moved to this one (its checkpoint is taken
+    up again only where the params, data and package code it was made with are unchanged), and
+    a new or moved one starts from the `parked` checkpoint where there is one."""
     workspace = WORKSPACES / name
     fresh = not (workspace / ".git").exists()
     if fresh:
@@ -94,9 +105,57 @@ def prepare_workspace(name: str, commit: str) -> Path:
     if fresh or git("rev-parse", "HEAD", cwd=workspace) != commit:
         git("fetch", "--quiet", "origin", cwd=workspace)
         git("checkout", "--quiet", "--force", "--detach", commit, cwd=workspace)
+        if parked is not None:
+            shutil.rmtree(workspace / CHECKPOINT, ignore_errors=True)
+            shutil.copytree(parked / "checkpoint", workspace / CHECKPOINT)
     cache = Path(".dvc/cache").resolve()
     (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     return workspace
+
+
+def park(name: str) -> Path:
+    """Copy the latest checkpoint of NAME's run, and its commit, to reproductions/under_way/NAME/
+    (to be committed). The run may go on meanwhile: a copy that a new save overtook is taken
+    again."""
+    recipe_path(name)
+    workspace = WORKSPACES / name
+    checkpoint = workspace / CHECKPOINT
+    if not (checkpoint / CHECKPOINT_STATE).is_file():
+        raise PipelineError(f"{checkpoint}: no checkpoint to park (`tasks.py reproduce {name}` "
+                            f"makes one)")
+    commit = git("rev-parse", "HEAD", cwd=workspace)
+    UNDER_WAY.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(UNDER_WAY / name) as staging:
+        position = _copy_whole(checkpoint, staging / "checkpoint")
+        (staging / "commit.txt").write_text(f"{commit}\n")
+    print(f"{UNDER_WAY / name}/: {name} after {position['epochs_done']} epochs, at commit "
+          f"{commit[:10]}; commit it, and `tasks.py reproduce {name}` on any clone goes on from "
+          f"there", file=sys.stderr)
+    return UNDER_WAY / name
+
+
+def _copy_whole(checkpoint: Path, copy: Path, tries: int = 3) -> dict:
+    """Copy a checkpoint that a running save may replace; its state file, rewritten by every
+    save, is the same before, in and after a copy that no save overtook. Its position."""
+    for _ in range(tries):
+        before = (checkpoint / CHECKPOINT_STATE).read_bytes()
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(checkpoint, copy)
+        if before == (copy / CHECKPOINT_STATE).read_bytes() == (
+                checkpoint / CHECKPOINT_STATE).read_bytes():
+            return json.loads(before)
+    raise PipelineError(f"{checkpoint}: replaced during every copy; stop the run and park again")
+
+
+def parked_commit(parked: Path) -> str:
+    """The commit a parked run was made with; one this repository lacks is one line."""
+    commit = (parked / "commit.txt").read_text().strip()
+    known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"],
+                           capture_output=True).returncode == 0
+    if not known:
+        raise PipelineError(f"{parked}/commit.txt: {commit[:10]} is not a commit of this "
+                            f"repository (fetch it, or remove {parked}/ to start afresh)")
+    return commit
 
 
 def committed_text(commit: str, path: Path) -> str | None:
@@ -143,24 +202,36 @@ def keep_results(name: str, workspace: Path, commit: str) -> Path:
     return RECIPES / name
 
 
-def reproduce(name: str) -> None:
+def recipe_path(name: str) -> Path:
     recipe = RECIPES / f"{name}.yaml"
     if not recipe.is_file():
         known = sorted(path.stem for path in RECIPES.glob("*.yaml"))
         raise PipelineError(f"{recipe}: no such recipe (there are: {', '.join(known)})")
-    commit = git("rev-parse", "HEAD")
+    return recipe
+
+
+def reproduce(name: str) -> None:
+    recipe = recipe_path(name)
+    parked = UNDER_WAY / name if (UNDER_WAY / name / "commit.txt").is_file() else None
+    commit = parked_commit(parked) if parked else git("rev-parse", "HEAD")
     params = recipe_params(committed_text(commit, Path("params.yaml")),
                            committed_recipe(recipe, commit), recipe)
-    if git("status", "--porcelain", "--untracked-files=no", "src", "stages", "dvc.yaml",
-           "params.yaml"):
+    if parked:
+        print(f"note: going on with the run parked in {parked}/, at its commit",
+              file=sys.stderr)
+    elif git("status", "--porcelain", "--untracked-files=no", "src", "stages", "dvc.yaml",
+             "params.yaml"):
         print("note: the run uses the committed code and params, not this workspace's changes",
               file=sys.stderr)
-    workspace = prepare_workspace(name, commit)
+    workspace = prepare_workspace(name, commit, parked)
     (workspace / "params.yaml").write_text(params)
     print(f"reproducing {name} at commit {commit[:10]} in {workspace}/", file=sys.stderr)
     run_dvc(workspace, "checkout", "--quiet", "--allow-missing")
     run_dvc(workspace, "repro")
     kept = keep_results(name, workspace, commit)
+    if parked:
+        shutil.rmtree(parked)
+        print(f"{parked}/: removed, the run being done (commit its removal)", file=sys.stderr)
     metrics = json.loads((kept / "metrics.json").read_text())
     print(json.dumps(metrics, indent=2))
     print(f"results in {kept}/ (commit them)", file=sys.stderr)
@@ -169,7 +240,14 @@ def reproduce(name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a recipe in reproductions/, without .yaml")
-    reproduce(parser.parse_args().name)
+    parser.add_argument("--park", action="store_true",
+                        help=f"copy the run's latest checkpoint to {UNDER_WAY}/NAME/, to be "
+                             f"committed and continued on another clone")
+    args = parser.parse_args()
+    if args.park:
+        park(args.name)
+    else:
+        reproduce(args.name)
 
 
 if __name__ == "__main__":
