@@ -9,9 +9,16 @@ elsewhere and .venv not activated) stops with one line that says what to do, not
 ModuleNotFoundError.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
+import signal
+
+# Threads start with the signal mask of the thread that starts them: those the imports start
+# (numpy's BLAS pool, TensorFlow's) never take SIGTERM, so a stage can hold it off while it
+# waits inside TensorFlow (devices.awaiting_peers). errors.run_stage lets it in again.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SOURCE))

@@ -4,14 +4,17 @@ process of its own)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from vaepipe.devices import (STRATEGIES, require_tf_config, select_strategy, set_up_tensorflow,
                              use_xla)
@@ -132,7 +135,7 @@ WORKER = """
 import os, hashlib
 from pathlib import Path
 from vaepipe.training import train
-params = tiny_params(epochs=2)
+params = tiny_params(epochs=int(os.environ["EPOCHS"]))
 params = params.model_copy(update={"train": params.train.model_copy(
     update={"strategy": "multi_worker"})})
 root = Path(os.environ["WORKER_DIR"])
@@ -153,34 +156,68 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    processes, folders = [], []
+def start_two_workers(root: Path, epochs: int,
+                      workers: list[str] | None = None) -> tuple[list[subprocess.Popen], list[str]]:
+    """Two worker processes on 127.0.0.1, each training in a folder of its own under `root`
+    (its log in stderr.log there); the workers' addresses."""
+    workers = workers or [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
     for index in range(2):
-        folder = tmp_path / f"worker{index}"
-        images, labels = tiny_images(n=60)
-        write_prepared(folder / "prepared", images, labels)
-        folders.append(folder)
+        folder = root / f"worker{index}"
+        if not folder.exists():
+            images, labels = tiny_images(n=60)
+            write_prepared(folder / "prepared", images, labels)
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", python_code(WORKER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, "TF_CONFIG": json.dumps(tf_config),
-                            "WORKER_DIR": str(folder)}))
+            [sys.executable, "-c", python_code(WORKER)], stdout=subprocess.PIPE,
+            stderr=(folder / "stderr.log").open("w"), text=True,
+            env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "WORKER_DIR": str(folder),
+                 "EPOCHS": str(epochs)}))
+    return processes, workers
+
+
+def finish(root: Path, processes: list[subprocess.Popen]) -> list[str]:
+    """The weights' digest each worker printed, once both succeeded."""
     try:
-        outputs = [process.communicate(timeout=240) for process in processes]
+        stdouts = [process.communicate(timeout=240)[0] for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr
-        assert ("multi_worker: no checkpoints (every worker would need the same one back); a "
-                "stopped run starts again at epoch 1\n") in stderr
-    digests = [json.loads(stdout.splitlines()[-1])["weights"] for stdout, _ in outputs]
+    for index, process in enumerate(processes):
+        assert process.returncode == 0, (root / f"worker{index}" / "stderr.log").read_text()
+    return [json.loads(stdout.splitlines()[-1])["weights"] for stdout in stdouts]
+
+
+def test_two_workers_on_localhost_agree_and_only_the_chief_writes(tmp_path):
+    digests = finish(tmp_path, start_two_workers(tmp_path, epochs=2)[0])
     assert digests[0] == digests[1]
-    assert sorted(p.name for p in folders[0].iterdir()) == ["live", "model", "prepared",
-                                                            "samples.npy"]
-    assert sorted(p.name for p in folders[1].iterdir()) == ["prepared"]
+    for index in range(2):
+        assert ("multi_worker: no checkpoints (every worker would need the same one back); a "
+                "stopped run starts again at epoch 1\n") in (
+            tmp_path / f"worker{index}" / "stderr.log").read_text()
+    assert sorted(p.name for p in (tmp_path / "worker0").iterdir()) == [
+        "live", "model", "prepared", "samples.npy", "stderr.log"]
+    assert sorted(p.name for p in (tmp_path / "worker1").iterdir()) == ["prepared", "stderr.log"]
+
+
+def test_two_workers_killed_mid_run_and_restarted_end_bit_identical_to_a_run_never_stopped(
+        tmp_path):
+    unbroken = finish(tmp_path / "unbroken", start_two_workers(tmp_path / "unbroken", 30)[0])
+    stopped = tmp_path / "stopped"
+    processes, workers = start_two_workers(stopped, 30)
+    chief_log = stopped / "worker0" / "stderr.log"
+    started = time.monotonic()
+    while not re.search(r"^epoch +1/30 ", chief_log.read_text(), re.MULTILINE):
+        assert all(process.poll() is None for process in processes), chief_log.read_text()
+        assert time.monotonic() - started < 180
+        time.sleep(0.05)
+    for process in processes:
+        process.kill()
+        process.wait()
+    assert not (stopped / "worker0" / "model").exists()  # killed before it wrote anything
+    restarted = finish(stopped, start_two_workers(stopped, 30, workers)[0])
+    assert restarted == unbroken
 
 
 def test_workers_of_two_replicas_each_feed_every_replica_its_own_slice_of_every_batch():
@@ -200,28 +237,45 @@ def test_workers_of_two_replicas_each_feed_every_replica_its_own_slice_of_every_
         np.testing.assert_array_equal(np.concatenate(pieces), chunks[chunk])  # the whole batch
 
 
-ALONE = """
-from vaepipe.devices import select_strategy
-params = tiny_params()
-train = params.train.model_copy(update={"strategy": "multi_worker", "peer_timeout_seconds": 3})
-print("waiting", flush=True)
-select_strategy(train, [], params.batch_size)
-"""
+def answers(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
-def worker_without_its_peer() -> tuple[subprocess.Popen, str]:
-    """Worker 0 of two, started alone; its peer's address."""
+def train_stage_as_worker(folder: Path, index: int, timeout: int,
+                          **environ: str) -> tuple[subprocess.Popen, list[str]]:
+    """`python stages/train.py` in a folder of its own as worker `index` of two, under
+    `multi_worker` with `train.peer_timeout_seconds: timeout`; the workers' addresses."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
-    process = subprocess.Popen([sys.executable, "-c", python_code(ALONE)], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "TF_CONFIG": json.dumps(tf_config)})
-    assert process.stdout.readline() == "waiting\n"
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["train"].update(strategy="multi_worker", peer_timeout_seconds=timeout)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "stages" / "train.py")],
+                               cwd=folder, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE,
+                               env={**os.environ, **environ, "TF_CONFIG": json.dumps(tf_config)})
+    return process, workers
+
+
+def worker_without_its_peer(folder: Path, timeout: int) -> tuple[subprocess.Popen, str]:
+    """Worker 0 of two started alone, once it waits inside TensorFlow (its own server
+    answers); its peer's address."""
+    process, workers = train_stage_as_worker(folder, 0, timeout)
+    started = time.monotonic()
+    while not answers(workers[0]):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() - started < 120
+        time.sleep(0.2)
     return process, workers[1]
 
 
-def test_a_worker_whose_peer_never_starts_gives_up_at_the_timeout_naming_it():
-    process, peer = worker_without_its_peer()
+def test_a_worker_whose_peer_never_starts_gives_up_at_the_timeout_naming_it(tmp_path):
+    process, peer = worker_without_its_peer(tmp_path, timeout=3)
     started = time.monotonic()
     _, stderr = process.communicate(timeout=120)
     assert time.monotonic() - started < 30
@@ -230,29 +284,28 @@ def test_a_worker_whose_peer_never_starts_gives_up_at_the_timeout_naming_it():
             f"(train.peer_timeout_seconds); start every worker of TF_CONFIG\n") in stderr
 
 
+@pytest.mark.parametrize("number, returncode", [(signal.SIGINT, -signal.SIGINT),
+                                                (signal.SIGTERM, -signal.SIGKILL)])
+def test_ctrl_c_or_sigterm_stops_a_worker_waiting_for_its_peer_at_once(tmp_path, number,
+                                                                        returncode):
+    process, _ = worker_without_its_peer(tmp_path, timeout=100)
+    time.sleep(1)  # inside TensorFlow's wait
+    started = time.monotonic()
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - started < 10
+    assert process.returncode == returncode
+    assert "no answer" not in stderr and "Traceback" not in stderr
+
+
 def test_a_worker_other_than_the_chief_refuses_to_run_under_dvc(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 1}}
-    as_a_stage = ALONE.replace("select_strategy(train, [], params.batch_size)", (
-        "from vaepipe.errors import run_stage\n"
-        "run_stage(lambda: select_strategy(train, [], params.batch_size))"))
-    done = subprocess.run([sys.executable, "-c", python_code(as_a_stage)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "DVC_STAGE": "train",
-                                                       "TF_CONFIG": json.dumps(tf_config)})
-    assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == (
+    process, _ = train_stage_as_worker(tmp_path, 1, timeout=3, DVC_STAGE="train")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert stderr.splitlines()[-1] == (
         "error: train.strategy: multi_worker: worker 1 is run by DVC, "
         "which would record outputs that only worker 0 writes; run `python stages/train.py` on "
         "the other workers (`dvc repro train` on worker 0 alone)")
-
-
-def test_ctrl_c_stops_a_worker_waiting_for_its_peer_at_once():
-    process, _ = worker_without_its_peer()
-    time.sleep(1)  # inside TensorFlow's wait
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
-    assert process.returncode == -signal.SIGINT
-    assert "no answer" not in stderr and "Traceback" not in stderr
 
 
 def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():

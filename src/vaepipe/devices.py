@@ -93,16 +93,19 @@ def require_tf_config(environ=os.environ) -> dict:
     return config
 
 
-# Run beside a worker while its strategy waits for the others: waits `timeout` seconds for its
-# stdin to close (the worker got through, or died), else names the workers that do not answer
-# and kills the worker.
+# Run beside a worker while its strategy waits for the others: until its stdin closes (the worker
+# got through, or died), ends the worker when a SIGTERM is pending for it (the worker holds it
+# off, see awaiting_peers), or after `timeout` seconds names the workers that do not answer.
 PEER_WATCHDOG = """
-import select, signal, socket, sys, os
+import select, signal, socket, sys, os, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to take
 timeout, worker = float(sys.argv[1]), int(sys.argv[2])
 peers = list(zip(sys.argv[3::2], sys.argv[4::2]))  # (index, host:port) of every other worker
-if select.select([sys.stdin], [], [], timeout)[0]:
-    sys.exit(0)
+
+def sigterm_pending():
+    with open(f"/proc/{worker}/status") as status:
+        shared = next(line for line in status if line.startswith("ShdPnd:"))
+    return int(shared.split()[1], 16) >> (signal.SIGTERM - 1) & 1
 
 def answers(address):
     host, port = address.rsplit(":", 1)
@@ -112,13 +115,20 @@ def answers(address):
     except OSError:
         return False
 
-silent = [(index, address) for index, address in peers if not answers(address)]
-named = ", ".join(f"worker {index} at {address}" for index, address in silent or peers)
-why = "no answer from" if silent else "the cluster did not form with"
-print(f"error: train.strategy: multi_worker: {why} {named} after {timeout:g} s "
-      f"(train.peer_timeout_seconds); start every worker of TF_CONFIG", file=sys.stderr,
-      flush=True)
-os.kill(worker, signal.SIGKILL)  # TensorFlow takes SIGTERM for itself while it waits
+deadline = time.monotonic() + timeout
+while not select.select([sys.stdin], [], [], 0.1)[0]:
+    if sigterm_pending():
+        os.kill(worker, signal.SIGKILL)
+        sys.exit(0)
+    if time.monotonic() > deadline:
+        silent = [(index, address) for index, address in peers if not answers(address)]
+        named = ", ".join(f"worker {index} at {address}" for index, address in silent or peers)
+        why = "no answer from" if silent else "the cluster did not form with"
+        print(f"error: train.strategy: multi_worker: {why} {named} after {timeout:g} s "
+              f"(train.peer_timeout_seconds); start every worker of TF_CONFIG",
+              file=sys.stderr, flush=True)
+        os.kill(worker, signal.SIGKILL)
+        sys.exit(0)
 """
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
@@ -128,9 +138,11 @@ def awaiting_peers(config: dict, timeout: float) -> Iterator[None]:
     """While the strategy waits for the other workers (in TensorFlow's C++, where Python's
     signal handlers cannot run): Ctrl-C and SIGTERM end the process at once, a watchdog gives
     up after `timeout` seconds naming the workers that do not answer, and the process dies with
-    its parent (DVC): killed while it waits, stopped as by SIGTERM later. TensorFlow takes
-    SIGTERM for its preemption notice while it waits, so SIGTERM then ends it only at the
-    timeout."""
+    its parent (DVC): killed while it waits, stopped as by SIGTERM later.
+
+    TensorFlow takes SIGTERM for its preemption notice while it waits, so no thread may take
+    it: the stage's threads were started with it blocked (stages/_environment.py), this one
+    blocks it now, and the watchdog, seeing it pending, kills the process."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     workers, me = config["cluster"]["worker"], config["task"]["index"]
@@ -138,16 +150,18 @@ def awaiting_peers(config: dict, timeout: float) -> Iterator[None]:
              for part in (str(index), address)]
     watchdog = subprocess.Popen([sys.executable, "-c", PEER_WATCHDOG, str(timeout),
                                  str(os.getpid()), *peers], stdin=subprocess.PIPE)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # not the watchdog's
     handlers = {number: signal.signal(number, signal.SIG_DFL)
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    finally:  # Python's handlers back in place of TensorFlow's
+    finally:  # Python's handlers back in place of TensorFlow's, then SIGTERM let in
         for number, handler in handlers.items():
             signal.signal(number, handler)
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         watchdog.stdin.close()
         watchdog.wait()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _multi_worker(train: TrainParams, gpus: list) -> tf.distribute.Strategy:

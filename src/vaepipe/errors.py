@@ -39,8 +39,10 @@ def run_stage(main: Callable[[], None]) -> None:
     """Run an entry point, turning user errors, file-system errors, TensorFlow's errors and
     Ctrl-C into one line and an exit code."""
     # Ctrl-C stops a stage even when it was started with SIGINT ignored, as a child of a
-    # process that ignores it inherits.
+    # process that ignores it inherits. A SIGTERM held off while the stage imported
+    # (stages/_environment.py) ends it now.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         main()
     except PipelineError as error:
