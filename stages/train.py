@@ -2,14 +2,14 @@
 
 import _environment  # noqa: F401  (first: says so when .venv is not active)
 
-from vaepipe.files import run_pipeline_stage
+from vaepipe.files import TRAIN_CHECKPOINTS, run_pipeline_stage
 from vaepipe.params import load_params
 from vaepipe.training import train
 
 
 def main() -> None:
     train(load_params(), "data/prepared", "models/vae", "models/samples.npy", "reports/train",
-          checkpoint_dir=".checkpoints/train")
+          checkpoint_dir=TRAIN_CHECKPOINTS)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from vaepipe.params import read_yaml
 
 # `.NAME.PID.XXXX.tmp` or `.NAME.PID.old` (tempfile's XXXX holds no dot)
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[^.]+\.tmp|old)")
+TRAIN_CHECKPOINTS = Path(".checkpoints/train")  # the train stage's, kept out of DVC's outputs
 
 
 def _current_umask() -> int:

@@ -28,13 +28,12 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from vaepipe.errors import PipelineError, run_stage
-from vaepipe.files import atomic_dir
+from vaepipe.files import TRAIN_CHECKPOINTS, atomic_dir
 from vaepipe.params import parse_params, parse_yaml
 
 RECIPES = Path("reproductions")
 WORKSPACES = Path(".reproductions")
 UNDER_WAY = RECIPES / "under_way"  # parked runs: NAME/commit.txt and NAME/checkpoint/
-CHECKPOINT = Path(".checkpoints/train")  # the train stage's, in a workspace
 CHECKPOINT_STATE = "state.json"  # rewritten, with the position, by every save
 RESULTS = {  # what is kept of a run: workspace path -> name in reproductions/NAME/
     "reports/metrics.json": "metrics.json",
@@ -106,8 +105,8 @@ def prepare_workspace(name: str, commit: str, parked: Path | None = None) -> Pat
         git("fetch", "--quiet", "origin", cwd=workspace)
         git("checkout", "--quiet", "--force", "--detach", commit, cwd=workspace)
         if parked is not None:
-            shutil.rmtree(workspace / CHECKPOINT, ignore_errors=True)
-            shutil.copytree(parked / "checkpoint", workspace / CHECKPOINT)
+            shutil.rmtree(workspace / TRAIN_CHECKPOINTS, ignore_errors=True)
+            shutil.copytree(parked / "checkpoint", workspace / TRAIN_CHECKPOINTS)
     cache = Path(".dvc/cache").resolve()
     (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     return workspace
@@ -119,7 +118,7 @@ def park(name: str) -> Path:
     again."""
     recipe_path(name)
     workspace = WORKSPACES / name
-    checkpoint = workspace / CHECKPOINT
+    checkpoint = workspace / TRAIN_CHECKPOINTS
     if not (checkpoint / CHECKPOINT_STATE).is_file():
         raise PipelineError(f"{checkpoint}: no checkpoint to park (`tasks.py reproduce {name}` "
                             f"makes one)")
