@@ -1,4 +1,5 @@
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,17 @@ def _namespaces_available() -> bool:
 
 needs_namespaces = pytest.mark.skipif(not _namespaces_available(),
                                       reason="unprivileged user namespaces are disabled here")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports of 127.0.0.1 free a moment ago, for worker processes to listen on."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from vaepipe.model import VAE
 from vaepipe.tf_runtime import tf
 from vaepipe.training import build_trainer, workers_slices
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, free_ports
+from test_download import children, is_running, wait_for
 from test_training import tiny_images, tiny_params, write_prepared
 
 
@@ -146,16 +147,6 @@ print(json.dumps({"weights": digest}))
 """
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_two_workers(root: Path, epochs: int,
                       workers: list[str] | None = None) -> tuple[list[subprocess.Popen], list[str]]:
     """Two worker processes on 127.0.0.1, each training in a folder of its own under `root`
@@ -246,26 +237,33 @@ def answers(address: str) -> bool:
         return False
 
 
-def train_stage_as_worker(folder: Path, index: int, timeout: int,
+# A parent that runs its arguments as a command and waits, as DVC runs a stage.
+PARENT = ["-c", "import subprocess, sys; subprocess.run(sys.argv[1:])", sys.executable]
+
+
+def train_stage_as_worker(folder: Path, index: int, timeout: int, launcher: tuple = (),
                           **environ: str) -> tuple[subprocess.Popen, list[str]]:
-    """`python stages/train.py` in a folder of its own as worker `index` of two, under
-    `multi_worker` with `train.peer_timeout_seconds: timeout`; the workers' addresses."""
+    """`python stages/train.py` (after `launcher`) in a folder of its own as worker `index` of
+    two, under `multi_worker` with `train.peer_timeout_seconds: timeout`; the workers'
+    addresses."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["train"].update(strategy="multi_worker", peer_timeout_seconds=timeout)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "stages" / "train.py")],
+    process = subprocess.Popen([sys.executable, *launcher,
+                                str(PROJECT_ROOT / "stages" / "train.py")],
                                cwd=folder, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE,
                                env={**os.environ, **environ, "TF_CONFIG": json.dumps(tf_config)})
     return process, workers
 
 
-def worker_without_its_peer(folder: Path, timeout: int) -> tuple[subprocess.Popen, str]:
+def worker_without_its_peer(folder: Path, timeout: int,
+                            launcher: tuple = ()) -> tuple[subprocess.Popen, str]:
     """Worker 0 of two started alone, once it waits inside TensorFlow (its own server
     answers); its peer's address."""
-    process, workers = train_stage_as_worker(folder, 0, timeout)
+    process, workers = train_stage_as_worker(folder, 0, timeout, launcher)
     started = time.monotonic()
     while not answers(workers[0]):
         assert process.poll() is None, process.communicate()[1]
@@ -296,6 +294,14 @@ def test_ctrl_c_or_sigterm_stops_a_worker_waiting_for_its_peer_at_once(tmp_path,
     assert time.monotonic() - started < 10
     assert process.returncode == returncode
     assert "no answer" not in stderr and "Traceback" not in stderr
+
+
+def test_a_worker_waiting_for_its_peer_dies_with_its_parent(tmp_path):
+    parent, _ = worker_without_its_peer(tmp_path, timeout=100, launcher=PARENT)
+    [worker] = children(parent.pid)
+    parent.kill()
+    parent.wait()
+    assert wait_for(lambda: not is_running(worker), 10)
 
 
 def test_a_worker_other_than_the_chief_refuses_to_run_under_dvc(tmp_path):

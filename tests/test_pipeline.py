@@ -4,6 +4,7 @@ The copy differs from the project in two ways only: tiny params, and a `download
 writes tiny generated IDX files (the real one verifies the canonical MNIST hashes).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import NAMESPACE, PROJECT_ROOT, needs_namespaces
+from conftest import NAMESPACE, PROJECT_ROOT, free_ports, needs_namespaces
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", ".gitignore", "stages", "src")
 # The classifier's keys keep params.yaml's values, so that `-S conditioning=none` is accepted.
@@ -373,6 +374,42 @@ def test_stopped_training_keeps_the_old_results_and_repro_resumes(repo):
     repo.run("git", "checkout", "-q", "--", ".")
     repo.dvc("checkout", "-q")
     assert output_bytes(repo) == before
+
+
+def test_multi_worker_the_chief_runs_dvc_repro_train_and_the_other_worker_its_script(
+        repo, tmp_path):
+    """Worker 0 records the stage's outputs through DVC; worker 1, in a clone of its own with the
+    same params and prepared data, trains beside it and writes nothing."""
+    other = Repo(tmp_path / "worker1")
+    repo.run("git", "clone", "-q", str(repo.root), str(other.root))
+    other.dvc("repro", "prepare")
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index, (machine, command) in enumerate([(repo, ["-m", "dvc", "repro", "train"]),
+                                                (other, ["stages/train.py"])]):
+        params = yaml.safe_load((machine.root / "params.yaml").read_text())
+        params["train"]["strategy"] = "multi_worker"
+        (machine.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, *command], cwd=machine.root, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**machine.env, "TF_CONFIG": json.dumps(tf_config)}))
+    try:
+        done = [process.communicate(timeout=300) for process in processes]
+        assert [process.returncode for process in processes] == [0, 0], done
+        assert "Running stage 'train'" in done[0][0]
+        lock = {out["path"]: out["md5"] for out in train_outputs_in_lock(repo)}
+        status = json.loads(repo.dvc("status", "train", "--json").stdout)
+        assert "train" not in status and lock["models/samples.npy"] == hashlib.md5(
+            (repo.root / "models" / "samples.npy").read_bytes()).hexdigest()
+        for out in train_outputs_in_lock(repo):  # absent, or as committed
+            assert not (other.root / out["path"]).exists() or other.run(
+                "git", "ls-files", out["path"]).stdout, out["path"]
+        assert other.run("git", "status", "--porcelain").stdout == " M params.yaml\n"
+    finally:
+        repo.run("git", "checkout", "-q", "--", ".")
+        repo.dvc("checkout", "-q")
 
 
 def test_stages_print_no_tensorflow_startup_lines(repo):
