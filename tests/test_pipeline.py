@@ -596,7 +596,12 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         repo.run(*reproduce)
         assert sorted(path.name for path in kept.iterdir()) == [
             "commit.txt", "dvc.lock", "latent_units.json", "latent_units.png", "loss_curves.png",
-            "metrics.json", "model", "params.yaml", "sample_grid.png", "train_metrics.json"]
+            "metrics.json", "model", "params.yaml", "sample_grid.png", "timing.json",
+            "train_metrics.json"]
+        timing = json.loads((kept / "timing.json").read_text())
+        [sitting] = timing["sittings"]
+        assert (sitting["from_epoch"], sitting["to_epoch"]) == (0, TINY_PARAMS["epochs"])
+        assert 0 < sitting["seconds"] == timing["train_seconds"]
         workspace_model = repo.root / ".reproductions" / "tiny" / "models" / "vae"
         for name in ("config.json", "model.weights.h5"):
             assert (kept / "model" / name).read_bytes() == (workspace_model / name).read_bytes()
@@ -608,6 +613,7 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         assert {name: (repo.root / name).read_bytes() for name in watched} == before
         again = repo.run(*reproduce)
         assert "Running stage" not in again.stdout  # done: nothing reruns
+        assert json.loads((kept / "timing.json").read_text()) == timing  # and no sitting
         check_verify(repo, kept / "metrics.json")
 
         # A key taken out of the recipe is gone from the next run, in the same workspace.
@@ -653,6 +659,8 @@ def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(rep
         assert process.returncode != 0
         assert "after 3 epochs" in repo.run(*reproduce, "long", "--park").stderr
         assert (parked / "commit.txt").read_text() == f"{started}\n"
+        [stopped] = json.loads((parked / "timing.json").read_text())["sittings"]
+        assert (stopped["from_epoch"], stopped["to_epoch"]) == (0, 3)
         repo.commit("the run of long, parked")
         shutil.rmtree(repo.root / ".reproductions")
 
@@ -662,6 +670,11 @@ def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(rep
         assert "resuming at epoch 4 " in went_on.stderr
         assert not parked.exists()
         assert (recipes / "long" / "commit.txt").read_text() == f"{started}\n"
+        timing = json.loads((recipes / "long" / "timing.json").read_text())
+        assert [(sitting["from_epoch"], sitting["to_epoch"]) for sitting in
+                timing["sittings"]] == [(0, 3), (3, 5)]
+        assert timing["train_seconds"] == pytest.approx(
+            sum(sitting["seconds"] for sitting in timing["sittings"]), abs=0.1)
         repo.run(*reproduce, "unbroken")
         for kept in ("model/model.weights.h5", "train_metrics.json", "metrics.json"):
             assert (recipes / "long" / kept).read_bytes() == (

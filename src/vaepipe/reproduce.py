@@ -7,7 +7,8 @@
 workspace's outputs; its params.yaml is made anew on every run from the commit's params.yaml
 and the commit's recipe, so the record is exactly what the commit names. It resumes from its
 checkpoint when stopped and run again. When it is done, its metrics, params, dvc.lock, three
-figures and the trained model are copied to `reproductions/NAME/`, to be committed.
+figures, the trained model and the wall time of its training (`timing.json`, every sitting) are
+copied to `reproductions/NAME/`, to be committed.
 
     python -m vaepipe.reproduce NAME --park
 
@@ -23,6 +24,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -35,6 +37,7 @@ RECIPES = Path("reproductions")
 WORKSPACES = Path(".reproductions")
 UNDER_WAY = RECIPES / "under_way"  # parked runs: NAME/commit.txt and NAME/checkpoint/
 CHECKPOINT_STATE = "state.json"  # rewritten, with the position, by every save
+TIMING = "timing.json"  # the train stage's sittings; in a workspace, a parked run and a record
 RESULTS = {  # what is kept of a run: workspace path -> name in reproductions/NAME/
     "reports/metrics.json": "metrics.json",
     "reports/train/metrics.json": "train_metrics.json",
@@ -107,6 +110,8 @@ def prepare_workspace(name: str, commit: str, parked: Path | None = None) -> Pat
         if parked is not None:
             shutil.rmtree(workspace / TRAIN_CHECKPOINTS, ignore_errors=True)
             shutil.copytree(parked / "checkpoint", workspace / TRAIN_CHECKPOINTS)
+            if (parked / TIMING).is_file():
+                shutil.copyfile(parked / TIMING, workspace / TIMING)
     cache = Path(".dvc/cache").resolve()
     (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     return workspace
@@ -127,6 +132,8 @@ def park(name: str) -> Path:
     with atomic_dir(UNDER_WAY / name) as staging:
         position = _copy_whole(checkpoint, staging / "checkpoint")
         (staging / "commit.txt").write_text(f"{commit}\n")
+        if (workspace / TIMING).is_file():
+            shutil.copyfile(workspace / TIMING, staging / TIMING)
     print(f"{UNDER_WAY / name}/: {name} after {position['epochs_done']} epochs, at commit "
           f"{commit[:10]}; commit it, and `tasks.py reproduce {name}` on any clone goes on from "
           f"there", file=sys.stderr)
@@ -192,11 +199,46 @@ def run_dvc(workspace: Path, *args: str) -> None:
                             f"{done.returncode}); run the same command again to resume")
 
 
+def epochs_done(workspace: Path) -> int:
+    """How far the workspace's checkpoint says training got (0 without one)."""
+    state = workspace / TRAIN_CHECKPOINTS / CHECKPOINT_STATE
+    return json.loads(state.read_text())["epochs_done"] if state.is_file() else 0
+
+
+def timed_training(workspace: Path, epochs: int) -> None:
+    """`dvc repro train` where the train stage is not done; the sitting's wall time and the
+    epochs it took the run from and to (as far as its last checkpoint, when stopped) added to
+    the workspace's TIMING, also when it fails or is stopped. A sitting from epoch 0 starts the
+    timing afresh."""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "train"],
+                            cwd=workspace, capture_output=True, text=True)
+    if status.returncode == 0 and json.loads(status.stdout or "{}") == {}:
+        return  # trained in an earlier sitting
+    start, started, finished = epochs_done(workspace), time.monotonic(), False
+    try:
+        run_dvc(workspace, "repro", "train")
+        finished = True
+    finally:
+        kept = workspace / TIMING
+        sittings = json.loads(kept.read_text())["sittings"] if start and kept.is_file() else []
+        sittings.append({"from_epoch": start,
+                         "to_epoch": epochs if finished else epochs_done(workspace),
+                         "seconds": round(time.monotonic() - started, 1)})
+        kept.write_text(json.dumps({
+            "train_seconds": round(sum(sitting["seconds"] for sitting in sittings), 1),
+            "measures": "wall time of `dvc repro train` (the train stage, and any stage before "
+                        "it not yet done) in each sitting of `tasks.py reproduce`, from and to "
+                        "the epochs it trained",
+            "sittings": sittings}, indent=2) + "\n")
+
+
 def keep_results(name: str, workspace: Path, commit: str) -> Path:
     with atomic_dir(RECIPES / name) as staging:
         for source, kept in RESULTS.items():
             (staging / kept).parent.mkdir(exist_ok=True)
             shutil.copyfile(workspace / source, staging / kept)
+        if (workspace / TIMING).is_file():
+            shutil.copyfile(workspace / TIMING, staging / TIMING)
         (staging / "commit.txt").write_text(f"{commit}\n")
     return RECIPES / name
 
@@ -226,6 +268,7 @@ def reproduce(name: str) -> None:
     (workspace / "params.yaml").write_text(params)
     print(f"reproducing {name} at commit {commit[:10]} in {workspace}/", file=sys.stderr)
     run_dvc(workspace, "checkout", "--quiet", "--allow-missing")
+    timed_training(workspace, YAML(typ="safe").load(params)["epochs"])
     run_dvc(workspace, "repro")
     kept = keep_results(name, workspace, commit)
     if parked:
