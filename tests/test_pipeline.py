@@ -602,6 +602,7 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         [sitting] = timing["sittings"]
         assert (sitting["from_epoch"], sitting["to_epoch"]) == (0, TINY_PARAMS["epochs"])
         assert 0 < sitting["seconds"] == timing["train_seconds"]
+        assert timing["epochs_timed"] == TINY_PARAMS["epochs"]
         workspace_model = repo.root / ".reproductions" / "tiny" / "models" / "vae"
         for name in ("config.json", "model.weights.h5"):
             assert (kept / "model" / name).read_bytes() == (workspace_model / name).read_bytes()
@@ -673,6 +674,7 @@ def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(rep
         timing = json.loads((recipes / "long" / "timing.json").read_text())
         assert [(sitting["from_epoch"], sitting["to_epoch"]) for sitting in
                 timing["sittings"]] == [(0, 3), (3, 5)]
+        assert timing["epochs_timed"] == 5
         assert timing["train_seconds"] == pytest.approx(
             sum(sitting["seconds"] for sitting in timing["sittings"]), abs=0.1)
         repo.run(*reproduce, "unbroken")

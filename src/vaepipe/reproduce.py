@@ -226,9 +226,12 @@ def timed_training(workspace: Path, epochs: int) -> None:
                          "seconds": round(time.monotonic() - started, 1)})
         kept.write_text(json.dumps({
             "train_seconds": round(sum(sitting["seconds"] for sitting in sittings), 1),
+            "epochs_timed": sum(sitting["to_epoch"] - sitting["from_epoch"]
+                                for sitting in sittings),
             "measures": "wall time of `dvc repro train` (the train stage, and any stage before "
                         "it not yet done) in each sitting of `tasks.py reproduce`, from and to "
-                        "the epochs it trained",
+                        "the epochs it trained; epochs_timed of the run's epochs are covered "
+                        "(sittings from before timing.json existed are not)",
             "sittings": sittings}, indent=2) + "\n")
 
 
