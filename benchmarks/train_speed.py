@@ -1,27 +1,29 @@
 """Seconds per training epoch: this project's loop, the article's loop, two references, and
 the machine's floor.
 
-    .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--recipe NAME]
+    .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--recipe NAME] [-S KEY=VALUE ...]
     .venv/bin/python -m pip install -e '.[bench]'   # once, for the jax_scan reference
 
 Runs on data/prepared when it exists (else random images of the same shape), with the model
 hyperparameters of params.yaml, or with a reproduction's (`--recipe iwae_vae_warmup`: the
-recipe laid over params.yaml as `tasks.py reproduce` lays it; then this project's loops, the
-floor, and the JAX reference where the recipe trains one sample of the ELBO with dense layers).
+recipe laid over params.yaml as `tasks.py reproduce` lays it), and any param set with `-S` as
+`dvc exp run -S` sets it (`-S architecture=conv`). This project's loops and the floor run for
+every model, each reference where it implements the model (REFERENCES).
 Each measurement runs in its own process (the article's loop needs TensorFlow's graph mode,
 which is global) and reports its peak resident memory:
-- project: `Trainer` as the train stage uses it (XLA, `steps_per_execution` steps per call);
+- project: `Trainer` as the train stage uses it (`steps_per_execution` steps per call, XLA as
+  `train.jit_compile` chooses: not for convolutions on a CPU);
 - measure: the train stage's per-epoch measurement (the losses over both splits);
 - article: the article's loop ported literally to tf.compat.v1: placeholders, one
   `sess.run(train_op, feed_dict)` per batch;
-- keras_fit: the same model and loss as an idiomatic Keras 3 `model.fit` (XLA,
-  `steps_per_execution` steps per execution, shuffled each epoch);
+- keras_fit: the same model and loss as an idiomatic Keras 3 `model.fit` (XLA where the
+  project chooses it, `steps_per_execution` steps per execution, shuffled each epoch);
 - jax_scan: the same in JAX + optax, a whole epoch one jitted `lax.scan` over batches, the
   training split resident on the device, the pixel noise of dynamic binarization drawn in the
   scan (skipped, with a note, without the `bench` extra);
 - floor: the model's float32 FLOPs per epoch / this machine's measured matmul throughput.
-The references train the article's model (gaussian likelihood, classifier, MLP) with Adam at
-`learning_rate`, `adam_beta_1`, `adam_beta_2` and `adam_epsilon`.
+The references train with Adam at `learning_rate`, `adam_beta_1`, `adam_beta_2` and
+`adam_epsilon`; the floor counts the dense layers' and convolutions' products.
 """
 
 import argparse
@@ -155,11 +157,16 @@ def time_article(params, epochs: int) -> list[float]:
 
 
 def time_keras_fit(params, epochs: int) -> list[float]:
-    """The model as a Keras 3 subclass whose `compute_loss` is the article's loss."""
+    """The model as a Keras 3 subclass whose `compute_loss` is the article's loss, its encoder
+    and decoder the architecture's layers (dense, or convolutions), compiled with XLA where the
+    project's train step is (`devices.use_xla`)."""
+    from vaepipe import family
+    from vaepipe.devices import use_xla
     from vaepipe.tf_runtime import keras
     ops, Dense = keras.ops, keras.layers.Dense
     keras.utils.set_random_seed(params.seed)
     std, weight = params.decoder_std, params.digit_classification_weight
+    config = params.model_dump()
 
     def mlp(hidden, outputs=None, last=None):
         layers = [Dense(size, activation=params.activation) for size in hidden]
@@ -168,10 +175,12 @@ def time_keras_fit(params, epochs: int) -> list[float]:
     class KerasVAE(keras.Model):
         def __init__(self):
             super().__init__()
-            self.encoder = mlp(params.encoder_layers)
+            self.architecture = family.build("architecture", params)  # use_xla reads these two
+            self.config = {"architecture": params.architecture}
+            self.encoder = self.architecture.encoder(config)
             self.mu, self.log_var = Dense(params.z_dim), Dense(params.z_dim)
             self.classifier = mlp(params.digit_classification_layers, 10)
-            self.decoder = mlp(params.decoder_layers, 784, "sigmoid")
+            self.decoder = self.architecture.decoder(config, "sigmoid")
             self.noise = keras.random.SeedGenerator(params.seed)
 
         def call(self, x):
@@ -200,9 +209,10 @@ def time_keras_fit(params, epochs: int) -> list[float]:
     images, labels = training_images()
     x = images.reshape(len(images), -1).astype(np.float32) / 255
     model = KerasVAE()
+    xla, _ = use_xla(params.train.jit_compile, model, device="/cpu:0")
     model.compile(keras.optimizers.Adam(params.learning_rate, beta_1=params.adam_beta_1,
                                         beta_2=params.adam_beta_2, epsilon=params.adam_epsilon),
-                  jit_compile=True, steps_per_execution=params.train.steps_per_execution)
+                  jit_compile=xla, steps_per_execution=params.train.steps_per_execution)
     times = []
     model.fit(x, labels.astype(np.int32), batch_size=params.batch_size, epochs=epochs,
               shuffle=True, verbose=0, callbacks=[EpochTimes()])
@@ -350,42 +360,76 @@ def matmul_gflops(repeats: int = 20) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def network_macs(network, inputs: int) -> tuple[int, int]:
+    """Multiply-accumulates per image of a Keras stack's dense and convolution layers, and its
+    output's width."""
+    from vaepipe.tf_runtime import keras
+    x, macs = keras.ops.zeros((1, inputs)), 0
+    for layer in network.layers:
+        y = layer(x)
+        if isinstance(layer, keras.layers.Dense):
+            macs += x.shape[-1] * y.shape[-1]
+        elif isinstance(layer, keras.layers.Conv2DTranspose):  # each input position, spread
+            macs += math.prod(x.shape[1:]) * math.prod(layer.kernel_size) * y.shape[-1]
+        elif isinstance(layer, keras.layers.Conv2D):  # each output position, gathered
+            macs += math.prod(y.shape[1:]) * math.prod(layer.kernel_size) * x.shape[-1]
+        x = y
+    return macs, math.prod(x.shape[1:])
+
+
 def flops_per_epoch(params, images: int) -> float:
-    """Dense-layer FLOPs for forward + backward (3x forward) over one epoch of images."""
+    """Dense and convolution FLOPs for forward + backward (3x forward) over one epoch of
+    images."""
     from vaepipe import family
 
     def mlp_macs(sizes):
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     digits = family.build("conditioning", params).width  # 0 without the classifier
     sizes = [params.z_dim] if isinstance(params.z_dim, int) else list(params.z_dim)
-    encoder = mlp_macs([784, *params.encoder_layers]) + 2 * params.encoder_layers[-1] * sizes[0]
+    architecture, config = family.build("architecture", params), params.model_dump()
+    hidden, width = network_macs(architecture.encoder(config), 784)
+    encoder = hidden + 2 * width * sizes[0]
     classifier = mlp_macs([784, *params.digit_classification_layers, 10]) if digits else 0
     # k samples of z per image: the decoder and every layer above z1 run k times, both ways
     between = sum(mlp_macs([lower, *params.latent_hidden_layers]) + mlp_macs(
         [upper, *params.latent_hidden_layers]) + 2 * params.latent_hidden_layers[-1] * (
         lower + upper) for lower, upper in zip(sizes, sizes[1:]))
-    decoder = (mlp_macs([sizes[0] + digits, *params.decoder_layers, 784]) + between) \
-        * params.train_samples
+    decoder = (network_macs(architecture.decoder(config, None), sizes[0] + digits)[0]
+               + between) * params.train_samples
     steps = images // params.batch_size
     return 3 * 2 * (encoder + classifier + decoder) * steps * params.batch_size
 
 
-def benchmark_params(recipe: str | None):
-    """params.yaml's, or with `recipe` (a name in reproductions/) laid over it."""
+def benchmark_params(recipe: str | None, sets: list[str] = ()):
+    """params.yaml's, with `recipe` (a name in reproductions/) laid over it as `tasks.py
+    reproduce` lays it, then each `KEY=VALUE` of `sets` as `dvc exp run -S` sets it."""
+    from ruamel.yaml import YAML
     from vaepipe.errors import PipelineError
-    from vaepipe.params import load_params, parse_params, parse_yaml
+    from vaepipe.params import parse_params, parse_yaml
     from vaepipe.reproduce import RECIPES, recipe_params
-    if recipe is None:
-        return load_params(ROOT / "params.yaml")
-    path = ROOT / RECIPES / f"{recipe}.yaml"
-    if not path.is_file():
-        raise PipelineError(f"{path.relative_to(ROOT)}: no such recipe")
-    text = recipe_params((ROOT / "params.yaml").read_text(), path.read_text(), path)
-    return parse_params(parse_yaml(text, path))
+    params_text = (ROOT / "params.yaml").read_text()
+    if recipe is not None:
+        path = ROOT / RECIPES / f"{recipe}.yaml"
+        if not path.is_file():
+            raise PipelineError(f"{path.relative_to(ROOT)}: no such recipe")
+        params_text = recipe_params(params_text, path.read_text(), path)
+    overrides = {}
+    for setting in sets:
+        key, equals, value = setting.partition("=")
+        if not equals:
+            raise PipelineError(f"-S {setting}: not KEY=VALUE")
+        *groups, last = key.split(".")
+        target = overrides
+        for group in groups:
+            target = target.setdefault(group, {})
+        target[last] = YAML(typ="safe").load(value)
+    if overrides:
+        params_text = recipe_params(params_text, json.dumps(overrides), Path("-S"))
+    return parse_params(parse_yaml(params_text, ROOT / "params.yaml"))
 
 
-def measure(mode: str, epochs: int, recipe: str | None) -> dict:
-    params = benchmark_params(recipe)
+def measure(mode: str, epochs: int, recipe: str | None, sets: list[str]) -> dict:
+    params = benchmark_params(recipe, sets)
     if mode == "floor":
         gflops = matmul_gflops()
         flops = flops_per_epoch(params, len(training_images()[0]))
@@ -398,6 +442,29 @@ def measure(mode: str, epochs: int, recipe: str | None) -> dict:
 
 LOOPS = {"project": time_project, "measure": time_measure, "article": time_article,
          "keras_fit": time_keras_fit, "jax_scan": time_jax_scan}
+
+
+def one_elbo_sample(params) -> bool:
+    return (params.objective, params.train_samples, isinstance(params.z_dim, int)) == (
+        "elbo", 1, True)
+
+
+# What each reference implements, in words and as a test of the params; this project's loops
+# implement every model.
+REFERENCES = {
+    "article": ("the article's model alone", lambda params: one_elbo_sample(params) and (
+        params.architecture, params.likelihood, params.conditioning, params.binarization,
+        params.learning_rate_schedule, params.kl_warmup_epochs, params.kl_weight) == (
+        "mlp", "gaussian", "classifier", "none", "constant", 0, 1)),
+    "keras_fit": ("the article's loss, one sample of the ELBO, one stochastic layer, either "
+                  "architecture", lambda params: one_elbo_sample(params) and (
+                      params.likelihood, params.conditioning, params.binarization,
+                      params.learning_rate_schedule, params.kl_warmup_epochs,
+                      params.kl_weight) == ("gaussian", "classifier", "none", "constant", 0, 1)),
+    "jax_scan": ("one sample of the ELBO, one stochastic layer and dense layers",
+                 lambda params: one_elbo_sample(params) and params.architecture == "mlp"
+                 and params.kl_weight == 1),
+}
 
 
 def major_version(package: str) -> int:
@@ -421,35 +488,36 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--recipe", metavar="NAME",
                         help="a reproduction's params (reproductions/NAME.yaml)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
+                             "sets it, e.g. -S architecture=conv")
     parser.add_argument("--mode", choices=(*LOOPS, "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(measure(args.mode, args.epochs, args.recipe)))
+        print(json.dumps(measure(args.mode, args.epochs, args.recipe, args.set)))
         return
     from vaepipe.errors import PipelineError
     try:
-        benchmark_params(args.recipe)  # a bad recipe stops here, in one line
+        params = benchmark_params(args.recipe, args.set)  # bad params stop here, in one line
     except PipelineError as error:
         sys.exit(f"error: {error}")
-    print(f"params: {'params.yaml' if args.recipe is None else f'reproductions/{args.recipe}.yaml'}")
-    modes, notes = LOOPS, []
-    if args.recipe:
-        params = benchmark_params(args.recipe)
-        modes = ["project", "measure"]
-        if (params.objective, params.train_samples, params.architecture,
-                isinstance(params.z_dim, int)) == ("elbo", 1, "mlp", True):
-            modes.append("jax_scan")
+    source = "params.yaml" if args.recipe is None else f"reproductions/{args.recipe}.yaml"
+    print(f"params: {' '.join([source, *(f'-S {setting}' for setting in args.set)])}")
+    modes, notes = ["project", "measure"], []
+    for mode, (implements, fits) in REFERENCES.items():
+        if fits(params):
+            modes.append(mode)
         else:
-            notes.append("jax_scan: skipped (it has one sample of the ELBO, one stochastic layer "
-                         "and dense layers)")
-    recipe = ["--recipe", args.recipe] if args.recipe else []
+            notes.append(f"{mode}: skipped (it implements {implements})")
+    passed = [*(["--recipe", args.recipe] if args.recipe else []),
+              *(part for setting in args.set for part in ("-S", setting))]
     results = {}
     for mode in (*modes, "floor"):
         if why := missing_packages(mode):
             notes.append(f"{mode}: skipped ({why})")
             continue
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--epochs",
-                              str(args.epochs), *recipe], capture_output=True, text=True,
+                              str(args.epochs), *passed], capture_output=True, text=True,
                              check=True)
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     floor = results["floor"]
@@ -463,7 +531,7 @@ def main() -> None:
     share = results["measure"]["seconds"] / results["project"]["seconds"]
     print(f"measure: the per-epoch losses over the training and validation splits, "
           f"{share:.0%} of a project epoch; its forward passes alone are "
-          f"{measurement_flop_share(benchmark_params(args.recipe)):.0%} of an epoch's FLOPs")
+          f"{measurement_flop_share(params):.0%} of an epoch's FLOPs")
     for note in notes:
         print(note)
 
