@@ -118,8 +118,7 @@ def answers(address):
 deadline = time.monotonic() + timeout
 while not select.select([sys.stdin], [], [], 0.1)[0]:
     if sigterm_pending():
-        os.kill(worker, signal.SIGKILL)
-        sys.exit(0)
+        break
     if time.monotonic() > deadline:
         silent = [(index, address) for index, address in peers if not answers(address)]
         named = ", ".join(f"worker {index} at {address}" for index, address in silent or peers)
@@ -127,8 +126,10 @@ while not select.select([sys.stdin], [], [], 0.1)[0]:
         print(f"error: train.strategy: multi_worker: {why} {named} after {timeout:g} s "
               f"(train.peer_timeout_seconds); start every worker of TF_CONFIG",
               file=sys.stderr, flush=True)
-        os.kill(worker, signal.SIGKILL)
-        sys.exit(0)
+        break
+else:
+    sys.exit(0)  # the worker got through, or died
+os.kill(worker, signal.SIGKILL)
 """
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 

@@ -110,8 +110,7 @@ def prepare_workspace(name: str, commit: str, parked: Path | None = None) -> Pat
         if parked is not None:
             shutil.rmtree(workspace / TRAIN_CHECKPOINTS, ignore_errors=True)
             shutil.copytree(parked / "checkpoint", workspace / TRAIN_CHECKPOINTS)
-            if (parked / TIMING).is_file():
-                shutil.copyfile(parked / TIMING, workspace / TIMING)
+            copy_timing(parked, workspace)
     cache = Path(".dvc/cache").resolve()
     (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     return workspace
@@ -132,8 +131,7 @@ def park(name: str) -> Path:
     with atomic_dir(UNDER_WAY / name) as staging:
         position = _copy_whole(checkpoint, staging / "checkpoint")
         (staging / "commit.txt").write_text(f"{commit}\n")
-        if (workspace / TIMING).is_file():
-            shutil.copyfile(workspace / TIMING, staging / TIMING)
+        copy_timing(workspace, staging)
     print(f"{UNDER_WAY / name}/: {name} after {position['epochs_done']} epochs, at commit "
           f"{commit[:10]}; commit it, and `tasks.py reproduce {name}` on any clone goes on from "
           f"there", file=sys.stderr)
@@ -199,6 +197,12 @@ def run_dvc(workspace: Path, *args: str) -> None:
                             f"{done.returncode}); run the same command again to resume")
 
 
+def copy_timing(source: Path, folder: Path) -> None:
+    """A run's TIMING along with it, where it has one (runs begun before it existed do not)."""
+    if (source / TIMING).is_file():
+        shutil.copyfile(source / TIMING, folder / TIMING)
+
+
 def epochs_done(workspace: Path) -> int:
     """How far the workspace's checkpoint says training got (0 without one)."""
     state = workspace / TRAIN_CHECKPOINTS / CHECKPOINT_STATE
@@ -240,8 +244,7 @@ def keep_results(name: str, workspace: Path, commit: str) -> Path:
         for source, kept in RESULTS.items():
             (staging / kept).parent.mkdir(exist_ok=True)
             shutil.copyfile(workspace / source, staging / kept)
-        if (workspace / TIMING).is_file():
-            shutil.copyfile(workspace / TIMING, staging / TIMING)
+        copy_timing(workspace, staging)
         (staging / "commit.txt").write_text(f"{commit}\n")
     return RECIPES / name
 
