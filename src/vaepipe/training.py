@@ -126,11 +126,12 @@ class OneReplica:
     def replica_id(self):
         return None  # the noise stays that of a plain single-device run
 
-    def run_chunk(self, step_loop, step, images, labels, indices):
-        """`step_loop(steps, step_at)` over the chunk, `step_at(i)` running
-        `step(images, labels, indices, i)` (which says which loss terms were not finite)."""
+    def run_chunk(self, step_loop, inputs, update, images, labels, indices):
+        """`step_loop(steps, inputs_at, update)` over the chunk inside the replica, step i's
+        inputs being `inputs(images, labels, indices, i)` and `update(*inputs)` its Adam step
+        (which says which loss terms were not finite)."""
         return self.strategy.run(
-            lambda *chunk: step_loop(tf.shape(chunk[2])[1], lambda i: step(*chunk, i)),
+            lambda *chunk: step_loop(tf.shape(chunk[2])[1], lambda i: inputs(*chunk, i), update),
             (images, labels, indices))
 
 
@@ -147,13 +148,16 @@ class Replicas(OneReplica):
     def replica_id(self):
         return tf.distribute.get_replica_context().replica_id_in_sync_group
 
-    def run_chunk(self, step_loop, step, images, labels, indices):
+    def run_chunk(self, step_loop, inputs, update, images, labels, indices):
+        """The same, each step's inputs drawn in the replicas beside its update: values of
+        several replicas cannot be carried from one step to the next."""
         def on_every_replica(i):
-            not_finite = self.strategy.run(lambda *args: tf.cast(step(*args), tf.int32),
-                                           (images, labels, indices, i))
+            not_finite = self.strategy.run(
+                lambda *args: tf.cast(update(*inputs(*args)), tf.int32),
+                (images, labels, indices, i))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM, not_finite, axis=None) > 0
         local = self.strategy.experimental_local_results(indices)[0]
-        return step_loop(tf.shape(local)[1], on_every_replica)
+        return step_loop(tf.shape(local)[1], lambda i: (i,), on_every_replica)
 
 
 def workers_slices(chunks: tf.data.Dataset, batch_size: int,
@@ -259,12 +263,18 @@ class Trainer:
             scale = self.params.kl_weight * (1.0 if scale is None else scale)
         return scale
 
-    def _step(self, x, y):
-        """One Adam step on this replica's part of a batch; which loss terms were not finite."""
-        weights = self.model.trainable_variables
-        seed = self._noise_seed(self.optimizer.iterations, self.replication.replica_id())
-        x = self.binarization.batch(x, seed)
+    def _inputs(self, images, labels, batch, counter):
+        """A step's inputs on this replica: its part of the batch (the split's rows at
+        `batch`), binarized, its labels and its latent noise, all from the stateless seed of
+        Adam's step `counter`. Nothing here reads the weights."""
+        seed = self._noise_seed(counter, self.replication.replica_id())
+        x = self.binarization.batch(tf.gather(images, batch), seed)
         eps = self._eps(tf.shape(x)[0] * self.objective.samples, seed)
+        return x, tf.gather(labels, batch), eps
+
+    def _update(self, x, y, eps):
+        """One Adam step on a step's `_inputs`; which loss terms were not finite."""
+        weights = self.model.trainable_variables
         with tf.GradientTape() as tape:
             vae_loss, watched, logits = self.objective.per_image(
                 self.model, x, eps, self._kl_scale(self.optimizer.iterations))
@@ -277,13 +287,20 @@ class Trainer:
         return tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(term))
                                         for term in terms]))
 
-    def _step_loop(self, steps, step_at):
-        """`step_at(i)` for each step i of a chunk; the first step whose loss terms were not all
-        finite (-1 if none) and which terms those were, so that a diverging run stops at the
-        chunk where it went wrong."""
+    def _step_loop(self, steps, inputs_at, update):
+        """`update(*inputs_at(i))` for each step i of a chunk; the first step whose loss terms
+        were not all finite (-1 if none) and which terms those were, so that a diverging run
+        stops at the chunk where it went wrong.
+
+        Step i + 1's inputs are drawn in the iteration that updates step i: they read no
+        weights, so XLA runs them on a core that the update leaves idle (the same numbers, an
+        epoch of the IWAE paper's model 14% shorter; benchmarks/README.md)."""
         first_bad_step, bad_terms = tf.constant(-1), tf.zeros([len(self.loss_terms)], tf.bool)
+        inputs = inputs_at(0)
         for step in tf.range(steps):
-            not_finite = step_at(step)
+            next_inputs = inputs_at(tf.minimum(step + 1, steps - 1))  # the last goes unused
+            not_finite = update(*inputs)
+            inputs = next_inputs
             first = tf.logical_and(first_bad_step < 0, tf.reduce_any(not_finite))
             first_bad_step = tf.where(first, step, first_bad_step)
             bad_terms = tf.where(first, not_finite, bad_terms)
@@ -292,9 +309,12 @@ class Trainer:
     def _train_steps(self, images, labels, indices):
         """One Adam step per batch of the chunk: the split's images (n, 784) and labels at
         `indices` (batch, steps)."""
-        def step(images, labels, indices, i):
-            return self._step(*_gathered(images, labels, indices[:, i]))
-        return self.replication.run_chunk(self._step_loop, step, images, labels, indices)
+        first_step = tf.cast(self.optimizer.iterations, tf.int64)
+
+        def inputs(images, labels, indices, i):
+            return self._inputs(images, labels, indices[:, i], first_step + tf.cast(i, tf.int64))
+        return self.replication.run_chunk(self._step_loop, inputs, self._update, images, labels,
+                                          indices)
 
     def _per_image_losses(self, x, labels, counter):
         reconstruction, kl, logits = self.model(x, self._eps(tf.shape(x)[0],
@@ -341,10 +361,6 @@ class Trainer:
                 out.append(values.numpy())
         return conditioning.split_measures([np.concatenate(column) for column in columns],
                                            self.params.digit_classification_weight)
-
-
-def _gathered(images, labels, batch):
-    return tf.gather(images, batch), tf.gather(labels, batch)
 
 
 def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
