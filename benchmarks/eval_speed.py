@@ -1,16 +1,21 @@
 """Seconds to evaluate test images' importance-weighted bound: this project's evaluation, a JAX
 reference, and the machine's floor.
 
-    .venv/bin/python benchmarks/eval_speed.py [--images 10000] [--samples 1000]
+    .venv/bin/python benchmarks/eval_speed.py [--images 10000] [--samples K] [--recipe NAME] [-S KEY=VALUE]
     .venv/bin/python -m pip install -e '.[bench]'   # once, for the jax_scan reference
 
 Evaluates the first --images test images of data/prepared (else random images of the same
-shape) at K = --samples importance samples (defaults: 10000 and params.yaml's
-evaluate.iwae_samples), with the model in models/vae (else a fresh one built from params.yaml).
-Each measurement runs in its own process:
+shape), binarized as the evaluate stage binarizes them, at K = --samples importance samples
+(default: evaluate.iwae_samples), with the params of params.yaml, or of a reproduction
+(`--recipe iwae_vae_warmup`), and any param set with `-S` as in train_speed.py. The weights:
+the record's (`reproductions/NAME/model`) when it has them, else models/vae for params.yaml,
+else a fresh model built from the params and their seed (the same in every process; speed does
+not depend on the weights' values). Each measurement runs in its own process:
 - project: `Evaluator` as the evaluate stage uses it (evaluate.batch_size images per call);
 - jax_scan: the same weights copied into JAX, one jitted call per evaluate.batch_size images
-  that maps over chunks of images of at most JAX_CHUNK_ROWS decoder rows (images x K);
+  that maps over chunks of images of at most JAX_CHUNK_ROWS decoder rows (images x K); it
+  implements one stochastic layer and dense layers, either likelihood, with or without the
+  classifier;
 - floor: the decoder's float32 matmul FLOPs for images x K samples / this machine's measured
   matmul throughput (train_speed.py's).
 "first call s" is the first batch with its compilation, done before the timed pass. The check
@@ -25,10 +30,12 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from train_speed import ROOT, gaussian_nll, jax_decode, jax_encode, matmul_gflops, missing_packages
+from train_speed import (ROOT, benchmark_params, jax_decode, jax_encode, jax_reconstruction,
+                         matmul_gflops, missing_packages)
 
 # Decoder rows (images x samples) per JAX chunk: of 1000, 5000 and 10000, 5000 was the fastest
 # on a 2-core CPU busy with a training run (0.96, 0.69, 0.71 s for 200 images at K = 1000).
@@ -37,34 +44,46 @@ TOLERANCE = 0.05  # nats per image
 LOG_2PI = math.log(2 * math.pi)
 
 
-def test_images(count: int) -> tuple[np.ndarray, np.ndarray]:
+def test_images(params, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` test images, binarized as the evaluate stage binarizes them."""
+    from vaepipe import family
     prepared = ROOT / "data" / "prepared"
     if (prepared / "test.npz").exists():
         from vaepipe.data import load_split
         split = load_split(prepared, "test")
-        return split.images[:count], split.labels[:count]
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-            rng.integers(0, 10, count).astype(np.uint8))
+        images, labels = split.images[:count], split.labels[:count]
+    else:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+    return family.build("binarization", params).split(images, "test"), labels
 
 
-def evaluated_model(params):
+def weights_source(recipe: str | None) -> str | None:
+    """Where the evaluated weights come from: a record's model, models/vae, or None (fresh)."""
+    record = ROOT / "reproductions" / str(recipe) / "model"
+    workspace = ROOT / "models" / "vae"
+    if recipe is not None:
+        return str(record) if (record / "config.json").exists() else None
+    return str(workspace) if (workspace / "config.json").exists() else None
+
+
+def evaluated_model(params, recipe: str | None):
     from vaepipe.devices import set_up_tensorflow
     from vaepipe.model import VAE, load_model
     set_up_tensorflow(params.seed)  # a fresh model gets the same weights in every process
-    if (ROOT / "models" / "vae" / "config.json").exists():
-        return load_model(ROOT / "models" / "vae")
-    return VAE(**params.network_config())
+    source = weights_source(recipe)
+    return VAE(**params.network_config()) if source is None else load_model(source)
 
 
-def time_project(params, images, labels, samples: int) -> dict:
+def time_project(params, recipe, images, labels, samples: int) -> dict:
     from vaepipe.devices import evaluation_device, set_up_tensorflow, use_xla
     from vaepipe.evaluation import Evaluator
     from vaepipe.tf_runtime import tf
     batch = params.evaluate.batch_size
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
     with tf.device(device):
-        model = evaluated_model(params)
+        model = evaluated_model(params, recipe)
         evaluator = Evaluator(model, samples, batch, params.seed,
                               use_xla(params.train.jit_compile, model, device=device)[0])
         started = time.perf_counter()
@@ -75,20 +94,21 @@ def time_project(params, images, labels, samples: int) -> dict:
     return {"seconds": time.perf_counter() - started, "first": first, "bound": metrics["iwae"]}
 
 
-def time_jax_scan(params, images, samples: int) -> dict:
+def time_jax_scan(params, recipe, images, samples: int) -> dict:
     import jax
     import jax.numpy as jnp
-    model = evaluated_model(params)
+    model = evaluated_model(params, recipe)
     config = model.config
-    if (config["likelihood"], config["conditioning"], config["architecture"]) != (
-            "gaussian", "classifier", "mlp"):
-        return {"skipped": "models the article's model only (gaussian, classifier, mlp)"}
-    weights = jax.device_put({
+    if len(model.latent_sizes) > 1 or config["architecture"] != "mlp":
+        return {"skipped": "it implements one stochastic layer and dense layers"}
+    weights = {
         "encoder": [layer.get_weights() for layer in model.encoder_net.layers],
         "mu": [model.mu_layer.get_weights()], "log_var": [model.log_var_layer.get_weights()],
-        "classifier": [layer.get_weights() for layer in model.classifier_net.layers],
-        "decoder": [layer.get_weights() for layer in model.decoder_net.layers]})
-    activation, std = getattr(jax.nn, config["activation"]), config["decoder_std"]
+        "decoder": [layer.get_weights() for layer in model.decoder_net.layers]}
+    if model.classifier_net is not None:
+        weights["classifier"] = [layer.get_weights() for layer in model.classifier_net.layers]
+    weights = jax.device_put(weights)
+    activation = getattr(jax.nn, config["activation"])
     batch = params.evaluate.batch_size
     # Images per chunk: the largest divisor of the batch whose chunk fits JAX_CHUNK_ROWS.
     chunk = max(c for c in range(1, batch + 1) if batch % c == 0
@@ -98,8 +118,10 @@ def time_jax_scan(params, images, samples: int) -> dict:
         mu, var, logits = jax_encode(weights, x, activation)
         eps = jax.random.normal(key, (chunk, samples, model.z_dim))
         z = mu[:, None] + jnp.sqrt(var)[:, None] * eps
-        probs = jnp.broadcast_to(jax.nn.softmax(logits)[:, None], (chunk, samples, 10))
-        log_likelihood = -gaussian_nll(x[:, None], jax_decode(weights, z, probs, activation), std)
+        probs = (None if logits is None else
+                 jnp.broadcast_to(jax.nn.softmax(logits)[:, None], (chunk, samples, 10)))
+        log_likelihood = -jax_reconstruction(params, x[:, None],
+                                             jax_decode(weights, z, probs, activation))
         log_prior = -0.5 * jnp.sum(z**2 + LOG_2PI, axis=-1)
         log_posterior = -0.5 * jnp.sum(eps**2 + jnp.log(var)[:, None] + LOG_2PI, axis=-1)
         log_w = log_likelihood + log_prior - log_posterior
@@ -129,41 +151,58 @@ def time_jax_scan(params, images, samples: int) -> dict:
 
 
 def decoder_flops(model, rows: int) -> float:
-    sizes = [model.z_dim + model.conditioning.width, *model.config["decoder_layers"], 784]
+    sizes = [model.latent_sizes[0] + model.conditioning.width, *model.config["decoder_layers"], 784]
     return 2 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def measure(mode: str, count: int, samples: int | None) -> dict:
-    from vaepipe.params import load_params
-    params = load_params(ROOT / "params.yaml")
+def measure(mode: str, count: int, samples: int | None, recipe: str | None,
+            sets: list[str]) -> dict:
+    params = benchmark_params(recipe, sets)
     samples = samples or params.evaluate.iwae_samples
-    images, labels = test_images(count)
+    images, labels = test_images(params, count)
     if mode == "floor":
         gflops = matmul_gflops()
-        flops = decoder_flops(evaluated_model(params), len(images) * samples)
+        flops = decoder_flops(evaluated_model(params, recipe), len(images) * samples)
         return {"seconds": flops / (gflops * 1e9), "gflops": gflops, "gflop": flops / 1e9,
                 "images": len(images), "samples": samples}
     if mode == "project":
-        return time_project(params, images, labels, samples)
-    return time_jax_scan(params, images, samples)
+        return time_project(params, recipe, images, labels, samples)
+    return time_jax_scan(params, recipe, images, samples)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--samples", type=int, help="K (default: evaluate.iwae_samples)")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="a reproduction's params (reproductions/NAME.yaml) and its weights")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
+                             "sets it")
     parser.add_argument("--mode", choices=("project", "jax_scan", "floor"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(measure(args.mode, args.images, args.samples)))
+        print(json.dumps(measure(args.mode, args.images, args.samples, args.recipe, args.set)))
         return
+    from vaepipe.errors import PipelineError
+    try:
+        benchmark_params(args.recipe, args.set)  # bad params stop here, in one line
+    except PipelineError as error:
+        sys.exit(f"error: {error}")
+    source = "params.yaml" if args.recipe is None else f"reproductions/{args.recipe}.yaml"
+    weights = weights_source(args.recipe)
+    print(f"params: {' '.join([source, *(f'-S {setting}' for setting in args.set)])}; weights: "
+          f"{Path(weights).relative_to(ROOT) if weights else 'fresh, from the params seed'}")
+    passed = [*(["--recipe", args.recipe] if args.recipe else []),
+              *(part for setting in args.set for part in ("-S", setting))]
     results, notes = {}, []
     for mode in ("project", "jax_scan", "floor"):
         if why := missing_packages(mode):
             notes.append(f"{mode}: skipped ({why})")
             continue
-        command = [sys.executable, __file__, "--mode", mode, "--images", str(args.images)]
+        command = [sys.executable, __file__, "--mode", mode, "--images", str(args.images),
+                   *passed]
         if args.samples:
             command += ["--samples", str(args.samples)]
         out = subprocess.run(command, capture_output=True, text=True, check=True)

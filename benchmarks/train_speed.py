@@ -228,29 +228,33 @@ def jax_mlp(layers, x, activation, last=None):
 
 
 def jax_encode(weights, x, activation):
-    """q(z|x)'s mean and variance, and the classifier's logits (the article's model)."""
+    """q(z|x)'s mean and variance, and the classifier's logits (None without a classifier)."""
     import jax.numpy as jnp
     h = jax_mlp(weights["encoder"], x, activation, last=activation)
     var = 1e-5 + jnp.exp(jax_mlp(weights["log_var"], h, activation))
-    return jax_mlp(weights["mu"], h, activation), var, jax_mlp(weights["classifier"], x, activation)
+    logits = (jax_mlp(weights["classifier"], x, activation) if "classifier" in weights
+              else None)
+    return jax_mlp(weights["mu"], h, activation), var, logits
 
 
 def jax_decode(weights, z, digit_probs, activation):
+    """The decoder's output layer before its activation (Bernoulli logits, or the Gaussian
+    mean's), given c(x) when there is a classifier."""
+    import jax.numpy as jnp
+    if digit_probs is not None:
+        z = jnp.concatenate([z, digit_probs], axis=-1)
+    return jax_mlp(weights["decoder"], z, activation)
+
+
+def jax_reconstruction(params, x, output):
+    """-log p(x|z) per image from the decoder's output layer, as the params' likelihood."""
     import jax
     import jax.numpy as jnp
-    return jax_mlp(weights["decoder"], jnp.concatenate([z, digit_probs], axis=-1), activation,
-                   last=jax.nn.sigmoid)
-
-
-def gaussian_nll(x, mean, std: float):
-    import jax.numpy as jnp
-    return jnp.sum(0.5 * math.log(2 * math.pi * std * std) + (x - mean) ** 2 / (2 * std * std),
-                   axis=-1)
-
-
-def bernoulli_nll(x, logits):
-    import jax
-    return -(x * logits - jax.nn.softplus(logits)).sum(axis=-1)
+    if params.likelihood == "bernoulli":
+        return -(x * output - jax.nn.softplus(output)).sum(axis=-1)
+    std = params.decoder_std
+    return jnp.sum(0.5 * math.log(2 * math.pi * std * std)
+                   + (x - jax.nn.sigmoid(output)) ** 2 / (2 * std * std), axis=-1)
 
 
 def time_jax_scan(params, epochs: int) -> list[float]:
@@ -285,23 +289,15 @@ def time_jax_scan(params, epochs: int) -> list[float]:
     warmup_steps = params.kl_warmup_epochs * steps
 
     def loss(weights, x, y, eps, step):
-        h = jax_mlp(weights["encoder"], x, activation, last=activation)
-        mu = jax_mlp(weights["mu"], h, activation)
-        var = 1e-5 + jnp.exp(jax_mlp(weights["log_var"], h, activation))
+        mu, var, logits = jax_encode(weights, x, activation)
         z = mu + jnp.sqrt(var) * eps
         kl = -0.5 * jnp.sum(1 + jnp.log(var) - mu**2 - var, axis=1)
         if warmup_steps:
             kl = jnp.minimum(1.0, step / warmup_steps) * kl
-        if digits:
-            logits = jax_mlp(weights["classifier"], x, activation)
-            z = jnp.concatenate([z, jax.nn.softmax(logits)], axis=-1)
-        output = jax_mlp(weights["decoder"], z, activation)
-        if params.likelihood == "bernoulli":
-            reconstruction = bernoulli_nll(x, output)
-        else:
-            reconstruction = gaussian_nll(x, jax.nn.sigmoid(output), params.decoder_std)
-        vae = jnp.mean(reconstruction + kl)
-        if not digits:
+        digit_probs = None if logits is None else jax.nn.softmax(logits)
+        output = jax_decode(weights, z, digit_probs, activation)
+        vae = jnp.mean(jax_reconstruction(params, x, output) + kl)
+        if logits is None:
             return vae
         cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return vae + params.digit_classification_weight * jnp.mean(cross_entropy)
