@@ -48,6 +48,27 @@ def train_epochs(params, images, labels, epochs, trainer=None):
     return trainer
 
 
+def test_each_step_trains_on_its_own_batch_and_noise_though_they_are_drawn_a_step_early():
+    # The compiled loop draws step i + 1's batch, pixel and latent noise beside step i's update;
+    # the weights are those of plain steps, each drawing its inputs from Adam's step counter
+    # just before its update. A draw one step off binarizes other pixels: far outside 1e-5.
+    params = tiny_params(likelihood="bernoulli", binarization="dynamic", conditioning="none")
+    images, labels = tiny_images()
+    steps = len(images) // params.batch_size  # 6, in calls of 3
+    looped = train_epochs(params, images, labels, epochs=2)
+    plain = make_trainer(params, steps)
+    chunks = epoch_chunks(images, labels, params, plain.strategy)
+    step = tf.function(lambda images, labels, batch: plain._update(*plain._inputs(
+        images, labels, batch, plain.optimizer.iterations)), jit_compile=True)
+    for _ in range(2 * steps // params.train.steps_per_execution):
+        split_images, split_labels, indices = next(chunks)
+        for i in range(indices.shape[1]):
+            step(split_images, split_labels, indices[:, i])
+    assert int(plain.optimizer.iterations) == int(looped.optimizer.iterations) == 2 * steps
+    for early, just_in_time in zip(looped.model.weights, plain.model.weights):
+        np.testing.assert_allclose(early.numpy(), just_in_time.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_few_epochs_lower_both_losses():
     params = tiny_params()
     images, labels = tiny_images()
