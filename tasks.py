@@ -7,6 +7,7 @@
     python3 tasks.py report [--diff REV...]      # the plots page, reports/html/index.html
     python3 tasks.py reproduce NAME              # a long run from reproductions/NAME.yaml
     python3 tasks.py reproduce NAME --park       # its checkpoint, to commit and go on elsewhere
+    python3 tasks.py reproduce NAME --seed N     # the same recipe with seed N: record NAME-seedN
     python3 tasks.py verify NAME                 # its committed weights scored again here
 
 Each creates `.venv` on first use, installs the exact versions in requirements.lock and the

@@ -633,6 +633,37 @@ def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
         shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
 
 
+def test_reproduce_with_another_seed_keeps_a_record_of_its_own(repo):
+    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    recipes = repo.root / "reproductions"
+    recipes.mkdir()
+    (recipes / "tiny.yaml").write_text("z_dim: 3\nepochs: 2\n")
+    reproduce = (sys.executable, "-m", "vaepipe.reproduce", "tiny")
+    try:
+        head = repo.commit("a recipe")
+        assert repo.run(*reproduce, "--seed", "5", "--park", check=False).stderr == (
+            "error: .reproductions/tiny-seed5/.checkpoints/train: no checkpoint to park "
+            "(`tasks.py reproduce tiny --seed 5` makes one)\n")
+        ran = repo.run(*reproduce, "--seed", "5")
+        assert f"reproducing tiny-seed5 at commit {head[:10]}" in ran.stderr
+        kept = recipes / "tiny-seed5"
+        params = yaml.safe_load((kept / "params.yaml").read_text())
+        assert (params["seed"], params["z_dim"], params["epochs"]) == (5, 3, 2)
+        assert (kept / "commit.txt").read_text() == f"{head}\n"
+        assert not (recipes / "tiny").exists()
+        workspace = yaml.safe_load(
+            (repo.root / ".reproductions" / "tiny-seed5" / "params.yaml").read_text())
+        assert workspace["seed"] == 5
+        assert repo.run(sys.executable, "-m", "vaepipe.verify", "tiny-seed5").stdout.startswith(
+            "tiny-seed5: test NLL ")
+        refused = repo.run(*reproduce, "--seed", "-1", check=False)
+        assert refused.returncode == 1 and refused.stderr.startswith("error: --seed -1: seed")
+    finally:
+        repo.run("git", "reset", "-q", "--hard", base)
+        shutil.rmtree(recipes, ignore_errors=True)
+        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
+
+
 def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(repo):
     """Stopped, parked and committed, then continued where no workspace is left (a new
     machine): the record names the run's commit and holds the weights of an unbroken run."""

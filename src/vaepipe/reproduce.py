@@ -16,6 +16,11 @@ A run longer than one machine's stay is carried on elsewhere: `--park` copies it
 checkpoint and commit to `reproductions/under_way/NAME/`, to be committed; `reproduce NAME` on
 any clone then continues that run at that commit (so its record still names the code that
 ran), and removes the parked copy once the run is done.
+
+    python -m vaepipe.reproduce NAME --seed N
+
+The same recipe with `seed: N` laid over it, to measure the spread of a result across seeds: the
+run, its workspace, parked copy and record are named NAME-seedN.
 """
 
 import argparse
@@ -116,16 +121,24 @@ def prepare_workspace(name: str, commit: str, parked: Path | None = None) -> Pat
     return workspace
 
 
-def park(name: str) -> Path:
-    """Copy the latest checkpoint of NAME's run, and its commit, to reproductions/under_way/NAME/
-    (to be committed). The run may go on meanwhile: a copy that a new save overtook is taken
+def run_name(recipe: str, seed: int | None) -> str:
+    """A run's name, which its workspace, parked copy and record take: the recipe's, or
+    NAME-seedN for the recipe run with another seed."""
+    return recipe if seed is None else f"{recipe}-seed{seed}"
+
+
+def park(recipe: str, seed: int | None = None) -> Path:
+    """Copy the latest checkpoint of a run, and its commit, to reproductions/under_way/RUN/ (to
+    be committed). The run may go on meanwhile: a copy that a new save overtook is taken
     again."""
-    recipe_path(name)
+    recipe_path(recipe)
+    name = run_name(recipe, seed)
+    seed_option = "" if seed is None else f" --seed {seed}"
     workspace = WORKSPACES / name
     checkpoint = workspace / TRAIN_CHECKPOINTS
     if not (checkpoint / CHECKPOINT_STATE).is_file():
-        raise PipelineError(f"{checkpoint}: no checkpoint to park (`tasks.py reproduce {name}` "
-                            f"makes one)")
+        raise PipelineError(f"{checkpoint}: no checkpoint to park (`tasks.py reproduce "
+                            f"{recipe}{seed_option}` makes one)")
     commit = git("rev-parse", "HEAD", cwd=workspace)
     UNDER_WAY.mkdir(parents=True, exist_ok=True)
     with atomic_dir(UNDER_WAY / name) as staging:
@@ -133,8 +146,8 @@ def park(name: str) -> Path:
         (staging / "commit.txt").write_text(f"{commit}\n")
         copy_timing(workspace, staging)
     print(f"{UNDER_WAY / name}/: {name} after {position['epochs_done']} epochs, at commit "
-          f"{commit[:10]}; commit it, and `tasks.py reproduce {name}` on any clone goes on from "
-          f"there", file=sys.stderr)
+          f"{commit[:10]}; commit it, and `tasks.py reproduce {recipe}{seed_option}` on any "
+          f"clone goes on from there", file=sys.stderr)
     return UNDER_WAY / name
 
 
@@ -257,12 +270,15 @@ def recipe_path(name: str) -> Path:
     return recipe
 
 
-def reproduce(name: str) -> None:
-    recipe = recipe_path(name)
+def reproduce(recipe_name: str, seed: int | None = None) -> None:
+    recipe = recipe_path(recipe_name)
+    name = run_name(recipe_name, seed)
     parked = UNDER_WAY / name if (UNDER_WAY / name / "commit.txt").is_file() else None
     commit = parked_commit(parked) if parked else git("rev-parse", "HEAD")
     params = recipe_params(committed_text(commit, Path("params.yaml")),
                            committed_recipe(recipe, commit), recipe)
+    if seed is not None:
+        params = recipe_params(params, json.dumps({"seed": seed}), Path(f"--seed {seed}"))
     if parked:
         print(f"note: going on with the run parked in {parked}/, at its commit",
               file=sys.stderr)
@@ -288,14 +304,16 @@ def reproduce(name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a recipe in reproductions/, without .yaml")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="run the recipe with seed N; the run and its record are NAME-seedN")
     parser.add_argument("--park", action="store_true",
-                        help=f"copy the run's latest checkpoint to {UNDER_WAY}/NAME/, to be "
-                             f"committed and continued on another clone")
+                        help=f"copy the run's latest checkpoint to {UNDER_WAY}/NAME/ (or "
+                             f"NAME-seedN/), to be committed and continued on another clone")
     args = parser.parse_args()
     if args.park:
-        park(args.name)
+        park(args.name, args.seed)
     else:
-        reproduce(args.name)
+        reproduce(args.name, args.seed)
 
 
 if __name__ == "__main__":
