@@ -24,7 +24,7 @@ from pathlib import Path
 DUMP = Path(tempfile.mkdtemp(prefix="vaepipe-xla-dump-"))
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP}".strip()
 
-from train_speed import benchmark_params, training_images  # noqa: E402 (after XLA_FLAGS)
+from train_speed import benchmark_params, project_trainer  # noqa: E402 (after XLA_FLAGS)
 
 # A computation's header, and an instruction: name = shape opcode(operands), ...
 COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
@@ -105,20 +105,24 @@ def main() -> None:
                         help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
                              "sets it")
     args = parser.parse_args()
-    from vaepipe.devices import select_strategy, set_up_tensorflow
+    try:
+        profile(args.recipe, args.set)
+    finally:
+        shutil.rmtree(DUMP, ignore_errors=True)
+
+
+def profile(recipe: str | None, sets: list[str]) -> None:
+    from vaepipe.devices import use_xla
     from vaepipe.errors import PipelineError
     from vaepipe.tf_runtime import tf
-    from vaepipe.training import build_trainer, epoch_chunks
     try:
-        params = benchmark_params(args.recipe, args.set)
+        params = benchmark_params(recipe, sets)
     except PipelineError as error:
         sys.exit(f"error: {error}")
-    images, labels = training_images()
-    set_up_tensorflow(params.seed)
-    strategy = select_strategy(params.train, [], params.batch_size)
-    steps = len(images) // params.batch_size
-    trainer = build_trainer(params, strategy, steps)
-    chunks = epoch_chunks(images, labels, params, strategy)
+    trainer, chunks, steps = project_trainer(params)
+    if not use_xla(params.train.jit_compile, trainer.model, trainer.strategy)[0]:
+        sys.exit("error: the train steps of this model are not XLA-compiled (train.jit_compile); "
+                 "the profile reads XLA's program")
     trainer.train_epoch(chunks, steps, 1)
     per_call = params.train.steps_per_execution
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -127,14 +131,8 @@ def main() -> None:
         trainer.train_epoch(chunks, per_call, 2)
         wall_ms = (time.perf_counter() - started) * 1000
         tf.profiler.experimental.stop()
-        try:
-            totals = thread_times(Path(trace_dir), compiled_operations())
-        finally:
-            shutil.rmtree(DUMP, ignore_errors=True)
+        totals = thread_times(Path(trace_dir), compiled_operations())
     busy, cores = sum(totals.values()), len(os.sched_getaffinity(0))
-    if busy == 0:
-        sys.exit("error: the trace holds no compiled operation (train.jit_compile is off for "
-                 "this model: the profile reads XLA's program)")
     print(f"one call of {per_call} steps: {wall_ms:.0f} ms of wall time (with the profiler); "
           f"the compiled operations kept the {cores} cores busy {busy / (cores * wall_ms):.0%} "
           f"of it")

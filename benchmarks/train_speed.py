@@ -59,7 +59,9 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_project(params, epochs: int) -> list[float]:
+def project_trainer(params):
+    """The train stage's `Trainer` for `params` on the training images, its endless chunks of
+    batches, and its steps per epoch."""
     from vaepipe.devices import select_strategy, set_up_tensorflow
     from vaepipe.training import build_trainer, epoch_chunks
     images, labels = training_images()
@@ -67,7 +69,11 @@ def time_project(params, epochs: int) -> list[float]:
     strategy = select_strategy(params.train, [], params.batch_size)
     steps = len(images) // params.batch_size
     trainer = build_trainer(params, strategy, steps)
-    chunks = epoch_chunks(images, labels, params, strategy)
+    return trainer, epoch_chunks(images, labels, params, strategy), steps
+
+
+def time_project(params, epochs: int) -> list[float]:
+    trainer, chunks, steps = project_trainer(params)
     times = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
