@@ -1,5 +1,9 @@
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,36 @@ def test_a_record_made_before_a_key_existed_verifies_with_its_default(tmp_path, 
     params = record_params(record)
     assert (params.z_dim, params.objective, params.train_samples, params.kl_weight,
             params.train.peer_timeout_seconds) == (7, "elbo", 1, 1.0, 120.0)
+
+
+SLOW_TO_STOP_DVC = """
+import pathlib, signal, sys, time
+def stop(*_):  # as the train stage on Ctrl-C: a checkpoint, saved after a while
+    time.sleep(1)
+    pathlib.Path("saved").touch()
+    sys.exit(1)
+signal.signal(signal.SIGINT, stop)
+pathlib.Path("started").touch()
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_waits_for_dvc_to_finish_its_stage_before_going_on(tmp_path):
+    # Ctrl-C reaches the whole process group; what runs after run_dvc (the sitting's timing
+    # reads the checkpoint) must find the stage's checkpoint saved, not dvc killed under it.
+    workspace = tmp_path / "workspace"
+    (workspace / "dvc").mkdir(parents=True)
+    (workspace / "dvc" / "__init__.py").touch()  # a package: `python -m dvc` runs this one
+    (workspace / "dvc" / "__main__.py").write_text(SLOW_TO_STOP_DVC)
+    script = ("import sys; from pathlib import Path; from vaepipe.reproduce import run_dvc\n"
+              "try:\n    run_dvc(Path(sys.argv[1]), 'repro')\n"
+              "except KeyboardInterrupt:\n"
+              "    print((Path(sys.argv[1]) / 'saved').exists())\n")
+    process = subprocess.Popen([sys.executable, "-c", script, str(workspace)],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (workspace / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+    assert out == "True\n"

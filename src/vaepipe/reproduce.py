@@ -203,11 +203,18 @@ def _dumped(yaml: YAML, data) -> str:
 
 
 def run_dvc(workspace: Path, *args: str) -> None:
-    """dvc in the workspace (its stages import the workspace's own package)."""
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace)
-    if done.returncode != 0:
+    """dvc in the workspace (its stages import the workspace's own package). Ctrl-C reaches dvc
+    and its stage too: dvc is waited for, not killed, so that the train stage's checkpoint is
+    saved before anything reads how far it got."""
+    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=workspace) as child:
+        try:
+            returncode = child.wait()
+        except KeyboardInterrupt:
+            child.wait()
+            raise
+    if returncode != 0:
         raise PipelineError(f"`dvc {' '.join(args)}` failed in {workspace} (exit "
-                            f"{done.returncode}); run the same command again to resume")
+                            f"{returncode}); run the same command again to resume")
 
 
 def copy_timing(source: Path, folder: Path) -> None:
