@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train_speed import (ROOT, benchmark_params, jax_decode, jax_encode, jax_reconstruction,
-                         matmul_gflops, missing_packages)
+from train_speed import (ROOT, add_param_options, benchmark_params, checked_params, jax_decode,
+                         jax_encode, jax_reconstruction, matmul_gflops, missing_packages,
+                         param_arguments, params_source)
 
 # Decoder rows (images x samples) per JAX chunk: of 1000, 5000 and 10000, 5000 was the fastest
 # on a 2-core CPU busy with a training run (0.96, 0.69, 0.71 s for 200 images at K = 1000).
@@ -174,28 +175,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--samples", type=int, help="K (default: evaluate.iwae_samples)")
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="a reproduction's params (reproductions/NAME.yaml) and its weights")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
-                             "sets it")
+    add_param_options(parser)
     parser.add_argument("--mode", choices=("project", "jax_scan", "floor"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.images, args.samples, args.recipe, args.set)))
         return
-    from vaepipe.errors import PipelineError
-    try:
-        benchmark_params(args.recipe, args.set)  # bad params stop here, in one line
-    except PipelineError as error:
-        sys.exit(f"error: {error}")
-    source = "params.yaml" if args.recipe is None else f"reproductions/{args.recipe}.yaml"
+    checked_params(args)
     weights = weights_source(args.recipe)
-    print(f"params: {' '.join([source, *(f'-S {setting}' for setting in args.set)])}; weights: "
+    print(f"params: {params_source(args)}; weights: "
           f"{Path(weights).relative_to(ROOT) if weights else 'fresh, from the params seed'}")
-    passed = [*(["--recipe", args.recipe] if args.recipe else []),
-              *(part for setting in args.set for part in ("-S", setting))]
+    passed = param_arguments(args)
     results, notes = {}, []
     for mode in ("project", "jax_scan", "floor"):
         if why := missing_packages(mode):

@@ -24,7 +24,8 @@ from pathlib import Path
 DUMP = Path(tempfile.mkdtemp(prefix="vaepipe-xla-dump-"))
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP}".strip()
 
-from train_speed import benchmark_params, project_trainer  # noqa: E402 (after XLA_FLAGS)
+# imported once XLA_FLAGS is set
+from train_speed import add_param_options, checked_params, project_trainer  # noqa: E402
 
 # A computation's header, and an instruction: name = shape opcode(operands), ...
 COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
@@ -99,26 +100,17 @@ def thread_times(trace_dir: Path, kinds: dict[str, str]) -> collections.Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="a reproduction's params (reproductions/NAME.yaml)")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
-                             "sets it")
+    add_param_options(parser)
     args = parser.parse_args()
     try:
-        profile(args.recipe, args.set)
+        profile(checked_params(args))
     finally:
         shutil.rmtree(DUMP, ignore_errors=True)
 
 
-def profile(recipe: str | None, sets: list[str]) -> None:
+def profile(params) -> None:
     from vaepipe.devices import use_xla
-    from vaepipe.errors import PipelineError
     from vaepipe.tf_runtime import tf
-    try:
-        params = benchmark_params(recipe, sets)
-    except PipelineError as error:
-        sys.exit(f"error: {error}")
     trainer, chunks, steps = project_trainer(params)
     if not use_xla(params.train.jit_compile, trainer.model, trainer.strategy)[0]:
         sys.exit("error: the train steps of this model are not XLA-compiled (train.jit_compile); "

@@ -430,6 +430,36 @@ def benchmark_params(recipe: str | None, sets: list[str] = ()):
     return parse_params(parse_yaml(params_text, ROOT / "params.yaml"))
 
 
+def add_param_options(parser: argparse.ArgumentParser) -> None:
+    """--recipe NAME and -S KEY=VALUE, the params every benchmark of this folder takes."""
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="a reproduction's params (reproductions/NAME.yaml)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
+                             "sets it, e.g. -S architecture=conv")
+
+
+def checked_params(args):
+    """`benchmark_params` of the parsed options; bad params stop here, in one line."""
+    from vaepipe.errors import PipelineError
+    try:
+        return benchmark_params(args.recipe, args.set)
+    except PipelineError as error:
+        sys.exit(f"error: {error}")
+
+
+def params_source(args) -> str:
+    """The params in words: the file and each -S."""
+    source = "params.yaml" if args.recipe is None else f"reproductions/{args.recipe}.yaml"
+    return " ".join([source, *(f"-S {setting}" for setting in args.set)])
+
+
+def param_arguments(args) -> list[str]:
+    """The options again, for a measuring subprocess."""
+    return [*(["--recipe", args.recipe] if args.recipe else []),
+            *(part for setting in args.set for part in ("-S", setting))]
+
+
 def measure(mode: str, epochs: int, recipe: str | None, sets: list[str]) -> dict:
     params = benchmark_params(recipe, sets)
     if mode == "floor":
@@ -487,31 +517,21 @@ def missing_packages(mode: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="a reproduction's params (reproductions/NAME.yaml)")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a param set over params.yaml (and the recipe), as `dvc exp run -S` "
-                             "sets it, e.g. -S architecture=conv")
+    add_param_options(parser)
     parser.add_argument("--mode", choices=(*LOOPS, "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.epochs, args.recipe, args.set)))
         return
-    from vaepipe.errors import PipelineError
-    try:
-        params = benchmark_params(args.recipe, args.set)  # bad params stop here, in one line
-    except PipelineError as error:
-        sys.exit(f"error: {error}")
-    source = "params.yaml" if args.recipe is None else f"reproductions/{args.recipe}.yaml"
-    print(f"params: {' '.join([source, *(f'-S {setting}' for setting in args.set)])}")
+    params = checked_params(args)
+    print(f"params: {params_source(args)}")
     modes, notes = ["project", "measure"], []
     for mode, (implements, fits) in REFERENCES.items():
         if fits(params):
             modes.append(mode)
         else:
             notes.append(f"{mode}: skipped (it implements {implements})")
-    passed = [*(["--recipe", args.recipe] if args.recipe else []),
-              *(part for setting in args.set for part in ("-S", setting))]
+    passed = param_arguments(args)
     results = {}
     for mode in (*modes, "floor"):
         if why := missing_packages(mode):
