@@ -166,8 +166,8 @@ def test_info_prints_the_hyperparameters_and_the_parameter_count(vaepipe, model,
     ("sample --digit 12 -o {out}.png", "--digit: 12 is not a digit (0-9)"),
     ("sample --count 0 -o {out}.png", "--count: must be at least 1, got 0"),
     ("sample --seed -1 -o {out}.png", "--seed: must be at least 0, got -1"),
-    ("sample --count 41 -o {out}.png", "--count: at most 40 samples of 10 digits fit in one"),
-    ("sample --digit 3 --count 401 -o {out}.png", "--count: at most 400 samples fit in one"),
+    ("sample --count 41 -o {tmp}/x.png", "--count: at most 40 samples of 10 digits fit in one"),
+    ("sample --digit 3 --count 401 -o {tmp}/x.png", "--count: at most 400 samples fit in one"),
     ("sample -o {out}.jpg", "-o: {out}.jpg: the name must end in .png"),
     ("encode -o {out}.txt --data {data}", "-o: {out}.txt: the name must end in .csv or .npy"),
     ("reconstruct --index 12 -o {out}.png --data {data}",
@@ -249,7 +249,7 @@ def test_the_script_reports_a_missing_model_in_one_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["sample", "restyle", "encode --predicted-digit"])
+@pytest.mark.parametrize("command", ["restyle", "encode --predicted-digit"])
 def test_a_digit_command_on_an_unconditional_model_says_so_in_one_line(command, data_dir,
                                                                        tmp_path, capsys):
     directory = tmp_path / "vae"
@@ -257,7 +257,7 @@ def test_a_digit_command_on_an_unconditional_model_says_so_in_one_line(command, 
     suffix = ".csv" if command.startswith("encode") else ".png"
     with pytest.raises(SystemExit):
         main([*command.split(), "-o", str(tmp_path / f"out{suffix}"), "--model", str(directory),
-              *(["--data", str(data_dir)] if command != "sample" else [])])
+              "--data", str(data_dir)])
     err = capsys.readouterr().err
     assert err == (f"error: {directory}: {command} needs a model conditioned on digits; this one "
                    f"has conditioning: none\n")
@@ -271,3 +271,22 @@ def test_reconstruct_and_encode_work_with_an_unconditional_bernoulli_model(data_
         main([command, "--count", "3", "-o", str(tmp_path / output), "--model", str(directory),
               "--data", str(data_dir)])
         assert (tmp_path / output).exists()
+
+
+def test_sample_draws_an_unconditional_two_layer_models_images_in_a_square_grid(tmp_path, capsys):
+    directory = tmp_path / "vae"
+    tf.keras.utils.set_random_seed(1)
+    save_model(VAE([8], [8], [8], "tanh", 0.5, [4, Z_DIM], likelihood="bernoulli",
+                   conditioning="none", latent_hidden_layers=[5]), directory)
+    paths = [tmp_path / name for name in ("a.png", "b.png", "c.png")]
+    for path, seed in zip(paths, (0, 0, 1)):
+        main(["sample", "--count", "5", "--seed", str(seed), "-o", str(path), "--model",
+              str(directory)])
+    assert capsys.readouterr().out.splitlines()[0] == f"{paths[0]}: 5 samples of the model (seed 0)"
+    assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()
+    assert png_size(paths[0]) == figure_size(plotting.samples_figure(np.zeros((5, 1, 784)), []))
+    with pytest.raises(SystemExit) as stop:
+        main(["sample", "--digit", "3", "-o", str(tmp_path / "d.png"), "--model", str(directory)])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == (f"error: --digit: {directory} has conditioning: none, it "
+                                       f"draws no chosen digit; leave --digit out\n")

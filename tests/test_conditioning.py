@@ -81,3 +81,36 @@ def test_only_the_classifier_predicts_digits_and_tells_the_decoder_one():
     np.testing.assert_array_equal(Classifier().decoder_input([2]), np.eye(10)[[2]])
     assert Unconditioned().predictions(tiny_vae("none"), x) == ()
     assert Unconditioned().decoder_input([2]) is None
+
+
+def two_layer_vae_whose_top_layer_is_unused(conditioning: str) -> VAE:
+    """p(z1|z2) the same Gaussian whatever z2 (its hidden kernel zero): a collapsed top layer."""
+    tf.keras.utils.set_random_seed(2)
+    model = VAE([8], [8], [8], "tanh", 0.5, [4, 3], likelihood="bernoulli",
+                conditioning=conditioning, latent_hidden_layers=[5])
+    hidden = model.prior_layers[0].hidden[0]
+    hidden.kernel.assign(tf.zeros_like(hidden.kernel))
+    return model
+
+
+def test_classifier_sample_rows_draw_every_layer_so_rows_differ_under_a_collapsed_top():
+    model = two_layer_vae_whose_top_layer_is_unused("classifier")
+    rows = Classifier().sample_rows(model, 9, rows_done=0)
+    first, second = next(rows), next(rows)
+    assert np.all(np.any(first != second, axis=1))  # the means of p would repeat the row
+    rng = np.random.default_rng(9)
+    for row in (first, second):  # one z and its noise per row, as each digit
+        z, noise = rng.standard_normal((1, 3)).astype(np.float32), model.ancestral_noise(rng, 1)
+        expected = model.decode(np.tile(z, (10, 1)), np.eye(10, dtype=np.float32),
+                                np.tile(noise, (10, 1))).numpy()
+        np.testing.assert_array_equal(row, expected)
+    np.testing.assert_array_equal(next(Classifier().sample_rows(model, 9, rows_done=1)), second)
+
+
+def test_unconditional_sample_rows_draw_every_layer_so_a_collapsed_top_shows_ten_images():
+    model = two_layer_vae_whose_top_layer_is_unused("none")
+    row = next(Unconditioned().sample_rows(model, 9, rows_done=0))
+    assert len({image.tobytes() for image in row}) == 10  # the means of p: one image ten times
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((10, 3)).astype(np.float32)
+    np.testing.assert_array_equal(row, model.decode(z, noise=model.ancestral_noise(rng, 10)))

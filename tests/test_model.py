@@ -10,6 +10,8 @@ from vaepipe.likelihoods import gaussian_nll
 from vaepipe.model import VAE, kl_to_standard_normal, load_model, save_model, to_float_images
 from vaepipe.tf_runtime import tf
 
+from test_evaluation import numpy_gaussian_layer
+
 
 def small_vae(z_dim=3, layers=(16,)) -> VAE:
     tf.keras.utils.set_random_seed(0)
@@ -234,3 +236,39 @@ def test_an_unknown_architecture_in_a_config_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match=r"config.json: architecture: must be one of mlp, "
                                             r"conv; got 'rnn'; rerun `dvc repro train`"):
         load_model(tmp_path)
+
+
+def test_decode_draws_each_layer_under_the_top_from_its_noise_or_takes_the_means():
+    tf.keras.utils.set_random_seed(4)
+    model = VAE([8], [8], [8], "tanh", 0.5, [4, 3, 2], likelihood="bernoulli",
+                conditioning="none", latent_hidden_layers=[5])
+    rng = np.random.default_rng(0)
+    z3 = rng.standard_normal((6, 2))
+    noise = model.ancestral_noise(rng, 6)
+    assert noise.shape == (6, 7) and noise.dtype == np.float32
+
+    def numpy_decode(draw: bool) -> np.ndarray:
+        z2_mean, z2_var = numpy_gaussian_layer(model.prior_layers[1], z3)
+        z2 = z2_mean + draw * np.sqrt(z2_var) * noise[:, 4:]
+        z1_mean, z1_var = numpy_gaussian_layer(model.prior_layers[0], z2)
+        z1 = z1_mean + draw * np.sqrt(z1_var) * noise[:, :4]
+        (kernel, bias), (out_kernel, out_bias) = [
+            [np.asarray(w, np.float64) for w in dense.get_weights()]
+            for dense in model.decoder_net.layers]
+        return 1 / (1 + np.exp(-(np.tanh(z1 @ kernel + bias) @ out_kernel + out_bias)))
+
+    z3 = z3.astype(np.float32)
+    np.testing.assert_allclose(model.decode(z3, noise=noise).numpy(), numpy_decode(True),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.decode(z3).numpy(), numpy_decode(False), rtol=1e-4, atol=1e-6)
+
+
+def test_a_single_layer_draws_no_noise_and_leaves_the_generator_where_it_was():
+    model = small_vae()
+    rng = np.random.default_rng(5)
+    assert model.ancestral_noise(rng, 4).shape == (4, 0)
+    np.testing.assert_array_equal(rng.standard_normal(3), np.random.default_rng(5).standard_normal(3))
+    z = np.ones((4, 3), np.float32)
+    digits = model.conditioning.decoder_input([1, 2, 3, 4])
+    np.testing.assert_array_equal(model.decode(z, digits, np.zeros((4, 0), np.float32)).numpy(),
+                                  model.decode(z, digits).numpy())

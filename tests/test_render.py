@@ -10,6 +10,7 @@ from vaepipe.render import (latent_manifold, latent_traversals, read_history, re
                             reconstruct, redraw_as_every_digit, render_stage)
 
 from conftest import PROJECT_PARAMS
+from test_conditioning import two_layer_vae_whose_top_layer_is_unused
 
 HISTORY_METRICS = ["train/vae_loss", "val/vae_loss", "train/classifier_loss",
                    "val/classifier_loss", "train/accuracy", "val/accuracy"]
@@ -122,6 +123,16 @@ def test_reconstruction_decodes_the_mean_with_the_predicted_digit(model):
     mu = model.encode(x)[0]
     expected = model.decode(mu, tf.nn.softmax(model.classify(x))).numpy()
     np.testing.assert_allclose(reconstruct(model, x), expected, rtol=1e-6)
+
+
+def test_reconstruction_with_several_layers_decodes_z1s_mean_whatever_the_top_layer_does():
+    model = two_layer_vae_whose_top_layer_is_unused("none")
+    x = np.random.default_rng(2).random((3, 784)).astype(np.float32)
+    z1_mean = model.encode(x)[0]
+    expected = tf.sigmoid(model.decoder_net(z1_mean)).numpy()
+    reconstructed = reconstruct(model, x)
+    np.testing.assert_allclose(reconstructed, expected, rtol=1e-6)
+    assert len({image.tobytes() for image in reconstructed}) == 3  # up to z2 and down: one image
 
 
 def test_an_unconditional_models_history_has_only_the_vae_loss(tmp_path):

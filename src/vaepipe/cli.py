@@ -157,23 +157,29 @@ def _writing(path: Path) -> Iterator[None]:
 # ---- the commands ----
 
 def _sample(args) -> None:
-    digits = args.digit or list(range(NUM_DIGITS))
-    _check_digits(digits)
+    _check_digits(args.digit or [])
     _check_at_least("--count", args.count, 1)
     _check_at_least("--seed", args.seed, 0)
-    _check_fits("--count", args.count, MAX_PANELS // len(digits),
-                f"samples of {len(digits)} digits" if len(digits) > 1 else "samples")
     _check_output(args.output, [".png"])
-    model = _conditional_model(args.model, "sample")
+    model = _load_model(args.model)
+    if args.digit and not model.conditioning.digits:
+        raise PipelineError(f"--digit: {args.model} has conditioning: none, it draws no chosen "
+                            f"digit; leave --digit out")
+    digits = args.digit or list(model.conditioning.digits)  # none: one image per z
+    _check_fits("--count", args.count, MAX_PANELS // max(len(digits), 1),
+                f"samples of {len(digits)} digits" if len(digits) > 1 else "samples")
     from vaepipe import plotting
-    from vaepipe.conditioning import one_hot
-    z = np.random.default_rng(args.seed).standard_normal((args.count, model.z_dim),
-                                                         dtype=np.float32)
-    each_z_as_each_digit = np.repeat(z, len(digits), axis=0)
-    decoded = np.asarray(model.decode(each_z_as_each_digit, one_hot(np.tile(digits, args.count))))
+    rng = np.random.default_rng(args.seed)
+    z = rng.standard_normal((args.count, model.z_dim), dtype=np.float32)
+    noise = model.ancestral_noise(rng, args.count)
+    columns = max(len(digits), 1)
+    decoded = np.asarray(model.decode(np.repeat(z, columns, axis=0),  # each z as each digit
+                                      model.conditioning.decoder_input(np.tile(digits, args.count)),
+                                      np.repeat(noise, columns, axis=0)))
     with _writing(args.output):
-        plotting.plot_samples(decoded.reshape(args.count, len(digits), -1), digits, args.output)
-    which = f"digits {', '.join(map(str, digits))}" if len(digits) > 1 else f"digit {digits[0]}"
+        plotting.plot_samples(decoded.reshape(args.count, columns, -1), digits, args.output)
+    which = (f"digits {', '.join(map(str, digits))}" if len(digits) > 1 else
+             f"digit {digits[0]}" if digits else "the model")
     print(f"{args.output}: {args.count} samples of {which} (seed {args.seed})")
 
 
@@ -297,12 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     png = _output_option(".png")
 
     sample = _command(commands, "sample", _sample,
-                      "draw new images of chosen digits from random latents z",
+                      "draw new images from random latents z",
                       "  vaepipe sample --digit 7 --count 16 -o sevens.png\n"
-                      "  vaepipe sample --digit 0 1 2 --count 5 --seed 3 -o styles.png\n",
+                      "  vaepipe sample --digit 0 1 2 --count 5 --seed 3 -o styles.png\n"
+                      "  vaepipe sample --count 64 --model reproductions/iwae_vae_warmup/model "
+                      "-o iwae.png\n",
                       [model, png])
     sample.add_argument("--digit", type=int, nargs="+", action="extend", metavar="D",
-                        help="digits to draw, each z as each of them (default: 0-9)")
+                        help="digits to draw, each z as each of them (default: 0-9; none for a "
+                             "model without conditioning)")
     sample.add_argument("--count", type=int, default=8, metavar="N",
                         help="latents z to draw (default: 8)")
     sample.add_argument("--seed", type=int, default=0,

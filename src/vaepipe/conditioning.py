@@ -5,6 +5,7 @@ Each variant is one class behind the same interface, picked in one place (family
 rather than test which one it is.
 """
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,14 +65,15 @@ class Classifier:
         return one_hot(digits)
 
     def sample_rows(self, model, seed: int, rows_done: int) -> Iterator[np.ndarray]:
-        """One new z per row, drawn as digits 0-9, after the `rows_done` rows already drawn."""
+        """One new z (and the noise of the layers under it) per row, drawn as digits 0-9,
+        after the `rows_done` rows already drawn."""
         rng = np.random.default_rng(seed)
-        for _ in range(rows_done):
-            rng.standard_normal(model.z_dim)
-        while True:
-            z = rng.standard_normal(model.z_dim)
-            tiled = np.tile(z.astype(np.float32).reshape(1, -1), (NUM_DIGITS, 1))
-            yield model.decode(tiled, one_hot(self.digits)).numpy()
+        for row in itertools.count():
+            z = rng.standard_normal(model.z_dim).astype(np.float32)
+            noise = model.ancestral_noise(rng, 1)
+            if row >= rows_done:
+                yield model.decode(np.tile(z, (NUM_DIGITS, 1)), one_hot(self.digits),
+                                   np.tile(noise, (NUM_DIGITS, 1))).numpy()
 
 
 class Unconditioned:
@@ -102,7 +104,10 @@ class Unconditioned:
         return None
 
     def sample_rows(self, model, seed: int, rows_done: int) -> Iterator[np.ndarray]:
-        """The same ten z's in every row, so that the rows show training progress."""
-        latents = np.random.default_rng(seed).standard_normal((NUM_DIGITS, model.z_dim))
+        """The same ten z's (and noise under them) in every row, so that the rows show
+        training progress."""
+        rng = np.random.default_rng(seed)
+        latents = rng.standard_normal((NUM_DIGITS, model.z_dim)).astype(np.float32)
+        noise = model.ancestral_noise(rng, NUM_DIGITS)
         while True:
-            yield model.decode(latents.astype(np.float32)).numpy()
+            yield model.decode(latents, noise=noise).numpy()

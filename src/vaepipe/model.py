@@ -108,6 +108,7 @@ class VAE(keras.Model):
         self.latent_sizes = (int(z_dim),) if isinstance(z_dim, int) else tuple(self.config["z_dim"])
         self.z_dim = self.latent_sizes[-1]  # the prior's: what sampling draws
         self.noise_dim = sum(self.latent_sizes)
+        self.below_top_dim = self.noise_dim - self.z_dim  # drawn under z_L by ancestral sampling
         # With one layer the KL has a closed form (the article's); with several it is sampled.
         self.closed_form_kl = len(self.latent_sizes) == 1
         self.decoder_std = float(decoder_std)
@@ -180,12 +181,27 @@ class VAE(keras.Model):
             z = tf.concat([z, tf.cast(digit_probs, z.dtype)], axis=1)
         return self.decoder_net(z)
 
-    def decode(self, z, digit_probs=None):
+    def decode(self, z, digit_probs=None, noise=None):
         """The mean image E[x|z, c] (n, 784) for latents z (n, z_dim) and digit probabilities
-        c; with several stochastic layers z is z_L, taken down through the means of p."""
-        for layer in reversed(self.downward):
-            z, _ = layer(z)
+        c. With several stochastic layers z is z_L, taken down through p(z_l | z_{l+1}): a draw
+        z_l = mean + sqrt(var) * noise of each, given `noise` (n, below_top_dim; z1's part
+        first), so that the images are the model's samples; else its means."""
+        for layer, eps in zip(reversed(self.downward), reversed(self._noise_below_top(noise))):
+            mean, var = layer(z)
+            z = mean if eps is None else mean + tf.sqrt(var) * eps
         return self.likelihood.mean(self.decoder_output(z, digit_probs))
+
+    def _noise_below_top(self, noise) -> list:
+        """`noise` split into one part per layer under the top one, z1's first; Nones (the
+        means) without noise."""
+        if noise is None or not self.downward:
+            return [None] * len(self.downward)
+        return tf.split(noise, self.latent_sizes[:-1], axis=-1)
+
+    def ancestral_noise(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Standard normals (count, below_top_dim) for `decode` to draw the layers under the
+        top one: none with one stochastic layer, which leaves `rng` where it was."""
+        return rng.standard_normal((count, self.below_top_dim)).astype(np.float32)
 
     def top_mean(self, x):
         """Each image's latent (n, z_dim): the mean of q(z|x), or with several stochastic

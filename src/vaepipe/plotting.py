@@ -118,11 +118,13 @@ def plot_sample_grid(samples: np.ndarray, path: str | os.PathLike, conditional: 
 
 
 def samples_figure(samples: np.ndarray, digits: Sequence[int]) -> Figure:
-    """samples (count, len(digits), 784): sample i is one z drawn as each of `digits`.
+    """samples (count, len(digits), 784): sample i is one z drawn as each of `digits`; no
+    digits (a model without conditioning): (count, 1, 784).
 
     Several digits: one z per row and one digit per column, so each row shows one style. A
-    single digit's samples would make one tall column, so they fill a near-square grid row by
-    row instead, and the cells left over in its last row stay empty.
+    single digit's samples, or a model's without digits, would make one tall column, so they
+    fill a near-square grid row by row instead, and the cells left over in its last row stay
+    empty.
     """
     samples = np.asarray(samples)
     if len(digits) > 1:
@@ -133,7 +135,8 @@ def samples_figure(samples: np.ndarray, digits: Sequence[int]) -> Figure:
     rows = math.ceil(count / columns)
     cells = np.zeros((rows * columns, samples.shape[-1]), dtype=samples.dtype)
     cells[:count] = samples[:, 0]
-    fig = image_grid_figure(cells.reshape(rows, columns, -1), f"Samples of digit {digits[0]}")
+    fig = image_grid_figure(cells.reshape(rows, columns, -1),
+                            f"Samples of digit {digits[0]}" if digits else "Samples")
     for ax in fig.axes[count:]:
         ax.set_visible(False)
     return fig
