@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -78,6 +79,31 @@ def test_every_committed_recipe_makes_valid_params_holding_its_values(recipe):
             assert {name: written[key][name] for name in value} == value
         else:
             assert written[key] == value
+
+
+RECORDS = sorted(path.parent for path in (PROJECT_ROOT / "reproductions").glob("*/metrics.json"))
+
+
+def table_row(record: Path) -> list[str]:
+    """The cells of the row of reproductions/README.md's table that links `record`."""
+    link = f"({record.name}/metrics.json)"
+    rows = [line for line in (record.parent / "README.md").read_text().splitlines()
+            if line.startswith("|") and link in line]
+    assert len(rows) == 1, f"one table row should link {link}"
+    return [cell.strip().strip("*") for cell in rows[0].strip("|").split("|")]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda path: path.name)
+def test_each_records_table_row_shows_its_committed_nll_and_active_units(record):
+    _, _, nll, units, _ = table_row(record)
+    test = json.loads((record / "metrics.json").read_text())["test"]
+    assert nll.startswith(f"{test['nll']:.2f} ± {test['nll_stderr']:.2f}")
+    if (record / "latent_units.json").exists():
+        layers = json.loads((record / "latent_units.json").read_text())["test"]
+        layers = layers if isinstance(layers, list) else [layers]
+        assert units.startswith("+".join(str(layer["active_units"]) for layer in layers))
+    else:
+        assert units == "not recorded"
 
 
 def git(root: Path, *args: str) -> str:
