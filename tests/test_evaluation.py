@@ -247,13 +247,15 @@ def test_latent_units_follow_the_papers_definition_against_numpy(images):
     model.mu_layer.set_weights([kernel, bias])
     x = np.random.default_rng(8).random((2500, 784)).astype(np.float32)  # 3 groups to encode
     units = latent_units(model, x)
+    # Encoded at once here and in groups there: on some CPUs (AMD's) a float32 matrix product
+    # rounds differently with the number of rows, by ~1e-9 of these sums.
     mu, var = (np.asarray(t, dtype=np.float64) for t in model.encode(x))
     activity = np.cov(mu.T).diagonal()
-    np.testing.assert_allclose(units["activity"], activity, rtol=1e-10)
+    np.testing.assert_allclose(units["activity"], activity, rtol=1e-7)
     assert units["activity"][1] == 0.0
     assert units["active_units"] == int(np.sum(activity > 0.01)) and units["units"] == 4
     kl = 0.5 * (mu**2 + var - 1 - np.log(var)).mean(axis=0)
-    np.testing.assert_allclose(units["kl"], kl, rtol=1e-10)
+    np.testing.assert_allclose(units["kl"], kl, rtol=1e-7)
     # the units' KLs sum to the mean per-image KL of the bound
     _, _, per_image_kl = per_image_bounds(model, x[:100], np.zeros((100, 1, 4), np.float32))
     assert sum(latent_units(model, x[:100])["kl"]) == pytest.approx(
@@ -274,7 +276,8 @@ def test_latent_units_of_two_layers_follow_the_papers_code_against_numpy(two_lay
     mu2, var2 = numpy_gaussian_layer(model.posterior_layers[0], z1)
     z2 = mu2 + np.sqrt(var2) * np.concatenate([group[1] for group in noise]).astype(np.float64)
     prior_mu, prior_var = numpy_gaussian_layer(model.prior_layers[0], z2)
-    np.testing.assert_allclose(z1_units["activity"], np.cov(mu.T).diagonal(), rtol=1e-10)
+    np.testing.assert_allclose(z1_units["activity"], np.cov(mu.T).diagonal(),
+                               rtol=1e-7)  # as above
     np.testing.assert_allclose(z2_units["activity"], np.cov(mu2.T).diagonal(), rtol=1e-4)
     z1_kl = (-0.5 * (z1 - mu) ** 2 / var - 0.5 * np.log(var)
              + 0.5 * (z1 - prior_mu) ** 2 / prior_var + 0.5 * np.log(prior_var)).mean(axis=0)
