@@ -165,14 +165,14 @@ def _sample(args) -> None:
     if args.digit and not model.conditioning.digits:
         raise PipelineError(f"--digit: {args.model} has conditioning: none, it draws no chosen "
                             f"digit; leave --digit out")
-    digits = args.digit or list(model.conditioning.digits)  # none: one image per z
-    _check_fits("--count", args.count, MAX_PANELS // max(len(digits), 1),
+    digits = args.digit or list(model.conditioning.digits)
+    columns = max(len(digits), 1)  # no digits: one image per z
+    _check_fits("--count", args.count, MAX_PANELS // columns,
                 f"samples of {len(digits)} digits" if len(digits) > 1 else "samples")
     from vaepipe import plotting
     rng = np.random.default_rng(args.seed)
     z = rng.standard_normal((args.count, model.z_dim), dtype=np.float32)
     noise = model.ancestral_noise(rng, args.count)
-    columns = max(len(digits), 1)
     decoded = np.asarray(model.decode(np.repeat(z, columns, axis=0),  # each z as each digit
                                       model.conditioning.decoder_input(np.tile(digits, args.count)),
                                       np.repeat(noise, columns, axis=0)))

@@ -189,7 +189,11 @@ class VAE(keras.Model):
         for layer, eps in zip(reversed(self.downward), reversed(self._noise_below_top(noise))):
             mean, var = layer(z)
             z = mean if eps is None else mean + tf.sqrt(var) * eps
-        return self.likelihood.mean(self.decoder_output(z, digit_probs))
+        return self.mean_image(z, digit_probs)
+
+    def mean_image(self, z1, digit_probs=None):
+        """E[x|z1, c] (n, 784): what the decoder makes of the bottom layer's z1."""
+        return self.likelihood.mean(self.decoder_output(z1, digit_probs))
 
     def _noise_below_top(self, noise) -> list:
         """`noise` split into one part per layer under the top one, z1's first; Nones (the

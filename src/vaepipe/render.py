@@ -97,7 +97,7 @@ def reconstruct(model: VAE, x: np.ndarray) -> np.ndarray:
     """Decode each image's mean of q(z1|x) with its predicted digit probabilities: z1 is what
     the decoder reads, with any number of stochastic layers."""
     mean, _ = model.encode(x)
-    return np.asarray(model.likelihood.mean(model.decoder_output(mean, model.digit_probs(x))))
+    return np.asarray(model.mean_image(mean, model.digit_probs(x)))
 
 
 def redraw_as_every_digit(model: VAE, x: np.ndarray) -> np.ndarray:
