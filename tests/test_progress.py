@@ -79,3 +79,10 @@ def test_a_transfer_of_unknown_size_counts_its_bytes(clock, capsys, monkeypatch)
     assert capsys.readouterr().err.splitlines() == [
         "train-images-idx3-ubyte.gz: 1.05MB [00:02, 524kB/s]",
         "train-images-idx3-ubyte.gz: 2.10MB [00:04, 524kB/s]"]
+
+
+@pytest.mark.parametrize("seconds, said", [
+    (0.4, "under a second"), (1.2, "1 second"), (42, "42 seconds"), (119.4, "119 seconds"),
+    (5700, "95 minutes"), (9000, "2.5 hours")])
+def test_a_duration_is_said_in_the_unit_a_person_would_use(seconds, said):
+    assert progress.duration(seconds) == said

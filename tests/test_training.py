@@ -1,7 +1,9 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from vaepipe import objectives, progress
+from vaepipe import objectives, progress, training
 from vaepipe.errors import PipelineError
 from vaepipe.tf_runtime import tf
 from vaepipe.params import load_params
@@ -271,3 +273,21 @@ def test_an_epoch_in_a_log_shows_its_steps_once_a_compiled_call(tmp_path, capsys
     assert in_epoch.startswith("epoch 1:  50%|") and "| 3/6 [" in in_epoch
     assert in_epoch.endswith(("step/s]", "s/step]"))  # the rate
     assert lines[-1].startswith("epoch 1/1  vae loss")
+
+
+def test_each_epoch_line_says_how_long_the_epochs_to_come_take(tmp_path, capsys, monkeypatch):
+    ticks = iter(range(0, 10_000, 30))  # a clock that moves 30 s each time it is read
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    images, labels = tiny_images()
+    write_prepared(tmp_path / "prepared", images, labels)
+    train(tiny_params(epochs=4), tmp_path / "prepared", tmp_path / "model",
+          tmp_path / "samples.npy", tmp_path / "live", None)
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("epoch ") and "/4" in line]
+    # Each epoch reads the clock at its start and end: 30 s an epoch in the line. The time left
+    # is the first epoch's 30 s times 3 epochs to come, then paced from the first epoch's end
+    # (which leaves its compilation out): 60 s an epoch, times 2, then times 1.
+    assert [line.split("  ")[-2:] for line in lines[:3]] == [
+        [" 30.0s", "90 seconds left"], [" 30.0s", "2 minutes left"],
+        [" 30.0s", "60 seconds left"]]
+    assert lines[3].endswith(" 30.0s") and "vae loss" in lines[3]  # the last: nothing to come

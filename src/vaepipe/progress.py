@@ -14,9 +14,11 @@ LINE_EVERY_SECONDS = 60  # in a log: a line at most this often
 LONG_SECONDS = 600  # work that will take longer is said so
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A span of time as a person says it: 42 seconds, 95 minutes, 2.5 hours."""
     if seconds < 120:
-        return f"{seconds:.0f} seconds"
+        whole = round(seconds)
+        return "under a second" if whole == 0 else f"{whole} second{'s' * (whole != 1)}"
     if seconds < 7200:
         return f"{seconds / 60:.0f} minutes"
     return f"{seconds / 3600:.1f} hours"
@@ -52,8 +54,8 @@ class WorkBar(tqdm):
         projected = elapsed + (self.total - self.n) * (now - then) / (self.n - done)
         if projected >= LONG_SECONDS:
             self._told = True
-            self._say(f"{self.desc}: this will take about {_duration(projected)} in all "
-                      f"({self.n / self.total:.0%} done in {_duration(elapsed)})")
+            self._say(f"{self.desc}: this will take about {duration(projected)} in all "
+                      f"({self.n / self.total:.0%} done in {duration(elapsed)})")
 
     def _say(self, line: str) -> None:
         self.write(line, file=self.fp)  # above the bar, which is redrawn below it

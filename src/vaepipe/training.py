@@ -25,7 +25,7 @@ from vaepipe.errors import PipelineError
 from vaepipe.files import staged_outputs
 from vaepipe.model import VAE, save_model, to_float_images
 from vaepipe.params import IWAE_SCHEDULE_STAGES, Params
-from vaepipe.progress import WorkBar, progress_bar
+from vaepipe.progress import WorkBar, duration, progress_bar
 from vaepipe.tf_runtime import keras, tf
 
 METRICS_BATCH = 2000  # images per call when measuring losses over a whole split
@@ -364,16 +364,24 @@ class Trainer:
 
 
 def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
-                 seconds: float) -> str:
-    """One line per epoch; the losses when it was measured (see train.measure_every)."""
-    if train is None:
-        return f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {seconds:5.1f}s"
-    classifier = (f"classifier loss {train['classifier_loss']:6.3f} "
-                  f"(val {val['classifier_loss']:6.3f})  val accuracy {val['accuracy']:.4f}  "
-                  if "accuracy" in val else "")
-    return (f"epoch {epoch:>{len(str(epochs))}}/{epochs}  "
-            f"vae loss {train['vae_loss']:8.2f} (val {val['vae_loss']:8.2f})  "
-            f"{classifier}{seconds:5.1f}s")
+                 seconds: float, left: float = 0.0) -> str:
+    """One line per epoch; the losses when it was measured (see train.measure_every), and the
+    time the epochs still to come will take, `left` seconds, while there are any."""
+    losses = ""
+    if train is not None:
+        classifier = (f"classifier loss {train['classifier_loss']:6.3f} "
+                      f"(val {val['classifier_loss']:6.3f})  val accuracy {val['accuracy']:.4f}  "
+                      if "accuracy" in val else "")
+        losses = (f"vae loss {train['vae_loss']:8.2f} (val {val['vae_loss']:8.2f})  "
+                  f"{classifier}")
+    to_come = f"  {duration(left)} left" if epoch < epochs else ""
+    return f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {losses}{seconds:5.1f}s{to_come}"
+
+
+def time_left(elapsed: float, epochs_run: int, epochs_to_go: int) -> float:
+    """The seconds `epochs_to_go` more epochs take at the mean pace of `epochs_run` epochs that
+    took `elapsed` seconds (measured epochs among them, so that their cost is spread out)."""
+    return elapsed / epochs_run * epochs_to_go
 
 
 class CtrlC:
@@ -416,6 +424,8 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
         if ctrl_c.pressed:
             raise KeyboardInterrupt
 
+    paced_from = None  # (time, epochs done) at the end of this sitting's first epoch, which
+    # also compiles the step: the time left is paced from there
     with CtrlC() as ctrl_c:
         for epoch in range(start.epochs_done + 1, params.epochs + 1):
             started = time.perf_counter()
@@ -426,6 +436,7 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
                 trainer.train_epoch(
                     chunks, steps_per_epoch, epoch, first_chunk,
                     lambda done: checkpoint_if_due(Position(epoch - 1, done), ctrl_c), bar)
+            metrics = {"train": None, "val": None}
             if params.is_measured(epoch):
                 metrics = measure_epoch(trainer, measured, epoch)
                 samples.append(next(rows))
@@ -434,11 +445,12 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
                     for name, value in values.items():
                         live.log_metric(f"{split}/{name}", value)
                 live.next_step()
-                print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
-                                   time.perf_counter() - started), file=sys.stderr)
-            else:
-                print(format_epoch(epoch, params.epochs, None, None,
-                                   time.perf_counter() - started), file=sys.stderr)
+            now = time.perf_counter()
+            since, done = paced_from or (started, epoch - 1)
+            left = time_left(now - since, epoch - done, params.epochs - epoch)
+            paced_from = paced_from or (now, epoch)
+            print(format_epoch(epoch, params.epochs, metrics["train"], metrics["val"],
+                               now - started, left), file=sys.stderr)
             checkpoint_if_due(Position(epoch), ctrl_c)
     return np.stack(samples).astype(np.float32)
 
