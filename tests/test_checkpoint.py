@@ -26,9 +26,11 @@ TINY = {"encoder_layers": [16], "decoder_layers": [16], "digit_classification_la
         "z_dim": 2, "epochs": 3, "batch_size": 10, "learning_rate": 0.01}
 # 600 images of 10: 60 steps, 30 chunks of 2 per epoch; a checkpoint after every chunk.
 TINY_TRAIN = {"steps_per_execution": 2, "checkpoint_every": 1, "checkpoint_minutes": 0}
-# Everything new that training depends on: pixel noise, the rate at epoch 2, the KL weight.
+# Everything new that training depends on: pixel noise, the rate at epoch 2, the KL weight, the
+# output biases a fresh start sets (and a resumed one takes from its checkpoint).
 FAMILY = {"likelihood": "bernoulli", "conditioning": "none", "binarization": "dynamic",
-          "learning_rate_schedule": "iwae", "kl_warmup_epochs": 2, "adam_epsilon": 1e-4}
+          "learning_rate_schedule": "iwae", "kl_warmup_epochs": 2, "adam_epsilon": 1e-4,
+          "output_bias_init": "data_mean"}
 
 
 def make_project(root: Path, changes: dict | None = None,

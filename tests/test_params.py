@@ -96,6 +96,8 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
      r"^params.yaml: binarization: must be one of none, dynamic; got 'static'$"),
     ("conditioning", "label", r"^params.yaml: conditioning: must be one of classifier, none; "),
     ("architecture", "cnn", r"^params.yaml: architecture: must be one of mlp, conv; got 'cnn'$"),
+    ("output_bias_init", "mean", r"^params.yaml: output_bias_init: must be one of zeros, "
+                                 r"data_mean; got 'mean'$"),
     ("conv_filters", 32, r"^params.yaml: conv_filters: must be a list, got 32$"),
     ("conv_filters", [32], r"^params.yaml: conv_filters: must be 2 filter counts such as \[32, "
                            r"64\] \(one per convolution\), got \[32\]$"),
@@ -131,6 +133,9 @@ def test_bad_values_name_the_key(raw, key, value, message):
     ({"learning_rate_schedule": "iwae", "epochs": 3281},
      r"^params.yaml: epochs: must be at most 3280 with learning_rate_schedule: iwae \(its 8 "
      r"stages end there\), got 3281$"),
+    ({"output_bias_init": "data_mean", "architecture": "conv"},
+     r"^params.yaml: output_bias_init: data_mean needs architecture: mlp \(the conv decoder's "
+     r"last layer has one bias, shared by all pixels\), got architecture: conv$"),
 ])
 def test_combinations_that_cannot_work_name_the_key(raw, changes, message):
     changes = {**changes, "train": {**raw["train"], **changes.get("train", {})}}

@@ -457,12 +457,14 @@ def test_exp_run_of_the_unconditional_two_layer_bernoulli_model_on_binarized_dat
     result = repo.dvc("exp", "run", "-S", "likelihood=bernoulli", "-S", "conditioning=none",
                       "-S", "binarization=dynamic", "-S", "objective=iwae",
                       "-S", "train_samples=3", "-S", "kl_weight=0.5",
-                      "-S", "z_dim=[3,2]", "-S", "latent_hidden_layers=[4]")
+                      "-S", "z_dim=[3,2]", "-S", "latent_hidden_layers=[4]",
+                      "-S", "output_bias_init=data_mean")
     assert ran_stages(result.stdout) == ["check_params", "train", "evaluate", "render"]
     trained_with = yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]
     assert {key: trained_with["params"]["params.yaml"][key]
-            for key in ("objective", "train_samples", "kl_weight")} == {
-        "objective": "iwae", "train_samples": 3, "kl_weight": 0.5}
+            for key in ("objective", "train_samples", "kl_weight", "output_bias_init")} == {
+        "objective": "iwae", "train_samples": 3, "kl_weight": 0.5,
+        "output_bias_init": "data_mean"}
     config = json.loads((repo.root / "models" / "vae" / "config.json").read_text())
     assert (config["likelihood"], config["conditioning"]) == ("bernoulli", "none")
     assert (config["z_dim"], config["latent_hidden_layers"]) == ([3, 2], [4])

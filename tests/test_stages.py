@@ -64,7 +64,7 @@ def test_a_stage_that_builds_the_model_imports_every_piece_the_params_can_choose
     pieces = {f"src/{module.replace('.', '/')}.py" for module in family.piece_modules()}
     assert pieces == {"src/vaepipe/architectures.py", "src/vaepipe/binarization.py",
                       "src/vaepipe/conditioning.py", "src/vaepipe/likelihoods.py",
-                      "src/vaepipe/objectives.py"}
+                      "src/vaepipe/objectives.py", "src/vaepipe/output_bias.py"}
     assert pieces <= set(imported_files(PROJECT_ROOT, stage))
 
 

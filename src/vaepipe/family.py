@@ -59,6 +59,10 @@ FAMILY: dict[str, Choice] = {
         "conv": Member("vaepipe.architectures:Conv", built_with=("conv_filters",),
                        reads={"conv_filters": (32, 64)}),
     }),
+    "output_bias_init": Choice("zeros", {
+        "zeros": Member("vaepipe.output_bias:Zeros"),
+        "data_mean": Member("vaepipe.output_bias:DataMean"),
+    }),
 }
 
 

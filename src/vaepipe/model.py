@@ -159,6 +159,11 @@ class VAE(keras.Model):
         """p(z1|z2), p(z2|z3), ...: none with one stochastic layer."""
         return [] if self.closed_form_kl else self.prior_layers
 
+    @property
+    def output_bias(self):
+        """The decoder's last biases: one per pixel (784,) in the MLP's last dense layer."""
+        return self.decoder_net.layers[-1].bias
+
     def encode(self, x):
         """q(z1|x): the mean and the diagonal variance, each (n, the size of z1)."""
         h = self.encoder_net(x)

@@ -32,6 +32,7 @@ Binarization = Literal[FAMILY["binarization"].values]
 Conditioning = Literal[FAMILY["conditioning"].values]
 Architecture = Literal[FAMILY["architecture"].values]
 Objective = Literal[FAMILY["objective"].values]
+OutputBiasInit = Literal[FAMILY["output_bias_init"].values]
 LearningRateSchedule = Literal["constant", "iwae"]
 Checked = TypeVar("Checked", bound=BaseModel)
 
@@ -295,6 +296,10 @@ class Params(Group):
                                                    "convolutions sized by conv_filters around "
                                                    "the dense layers")
     conv_filters: ConvFilters
+    output_bias_init: OutputBiasInit = Field(
+        description="where the decoder's output biases start: zeros (Keras's, the article's) or "
+                    "data_mean: the logits of the training images' mean pixel values (the IWAE "
+                    "paper's code)")
     seed: Seed
     data: DataParams
     train: TrainParams
@@ -335,6 +340,15 @@ class Params(Group):
             raise ParamError("latent_hidden_layers", unused(
                 f"z_dim: {self.z_dim}", "z_dim: a list of stochastic layers",
                 self.latent_hidden_layers, kept))
+        return self
+
+    @model_validator(mode="after")
+    def _one_output_bias_per_pixel(self) -> "Params":
+        if self.output_bias_init == "data_mean" and self.architecture != "mlp":
+            raise ParamError("output_bias_init", (
+                f"data_mean needs architecture: mlp (the {self.architecture} decoder's last "
+                f"layer has one bias, shared by all pixels), got architecture: "
+                f"{self.architecture}"))
         return self
 
     @model_validator(mode="after")

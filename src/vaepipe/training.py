@@ -505,6 +505,7 @@ def _train(params: Params, strategy: tf.distribute.Strategy, prepared_dir: str |
     with staged_outputs(folders=[model_dir, live_dir], files=[samples_path]) as outputs:
         train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
         trainer = build_trainer(params, strategy, len(train_split.images) // params.batch_size)
+        family.build("output_bias_init", params).initialise(trainer.model, train_split.images)
         data_files = [Path(prepared_dir) / f"{split}.npz" for split in ("train", "val")]
         checkpoints = Checkpoints(checkpoint_dir, params, data_files)
         staged_live = outputs[live_dir]
