@@ -364,7 +364,7 @@ class Trainer:
 
 
 def format_epoch(epoch: int, epochs: int, train: dict | None, val: dict | None,
-                 seconds: float, left: float = 0.0) -> str:
+                 seconds: float, left: float) -> str:
     """One line per epoch; the losses when it was measured (see train.measure_every), and the
     time the epochs still to come will take, `left` seconds, while there are any."""
     losses = ""
