@@ -13,7 +13,8 @@ from ruamel.yaml import YAML
 from vaepipe.errors import PipelineError
 from conftest import PROJECT_ROOT
 from vaepipe.params import read_yaml
-from vaepipe.reproduce import committed_recipe, merged, recipe_params, reproduce
+from vaepipe.reproduce import (committed_recipe, merged, recipe_params, reproduce,
+                               run_params)
 
 PARAMS = """\
 z_dim: 10          # size of the latent space
@@ -130,6 +131,32 @@ def test_only_the_committed_recipe_runs(tmp_path, monkeypatch):
     new.write_text("epochs: 4\n")
     with pytest.raises(PipelineError, match=r"^reproductions/new.yaml: not committed; "):
         committed_recipe(new, head)
+
+
+def test_a_run_parked_before_a_key_existed_goes_on_with_its_commits_params(tmp_path,
+                                                                          monkeypatch):
+    # this code requires output_bias_init; the parked run's commit predates it, and its own
+    # stages (which check its params) do not know the key
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    old = "".join(line for line in PROJECT_PARAMS.splitlines(keepends=True)
+                  if not line.startswith("output_bias_init:"))
+    Path("params.yaml").write_text(old)
+    recipe = Path("reproductions/long.yaml")
+    recipe.parent.mkdir()
+    recipe.write_text("z_dim: 3\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "a run parked here")
+    parked = git(tmp_path, "rev-parse", "HEAD")
+    with pytest.raises(PipelineError, match=r"^reproductions/long.yaml: output_bias_init: "
+                                            r"missing$"):
+        run_params(recipe, parked)  # at HEAD, this code checks them
+    Path("README.md").write_text("later work\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "later work")
+    params = YAML(typ="safe").load(run_params(recipe, parked, seed=4))
+    assert "output_bias_init" not in params and (params["z_dim"], params["seed"]) == (3, 4)
+    assert params["epochs"] == read_yaml(PROJECT_ROOT / "params.yaml")["epochs"]
 
 
 def test_a_record_made_before_a_key_existed_verifies_with_its_default(tmp_path, monkeypatch):

@@ -70,9 +70,9 @@ def merged(base, overrides):
     return base
 
 
-def recipe_params(params_text: str, recipe_text: str, recipe: Path) -> str:
+def recipe_params(params_text: str, recipe_text: str, recipe: Path, check: bool = True) -> str:
     """params.yaml's text with the recipe laid over it (its comments kept), checked as the
-    stages check it; a problem is one line naming the recipe."""
+    stages check it unless `check` is false; a problem is one line naming the recipe."""
     overrides = parse_yaml(recipe_text, recipe)
     if overrides is None:
         overrides = {}
@@ -85,7 +85,8 @@ def recipe_params(params_text: str, recipe_text: str, recipe: Path) -> str:
     params = yaml.load(params_text)
     try:
         merged(params, overrides)
-        parse_params(YAML(typ="safe").load(_dumped(yaml, params)))
+        if check:
+            parse_params(YAML(typ="safe").load(_dumped(yaml, params)))
     except PipelineError as error:
         raise PipelineError(f"{recipe}: {str(error).removeprefix('params.yaml: ')}") from None
     return _dumped(yaml, params)
@@ -277,15 +278,25 @@ def recipe_path(name: str) -> Path:
     return recipe
 
 
+def run_params(recipe: Path, commit: str, seed: int | None = None) -> str:
+    """What a run of `recipe` at `commit` trains with: the commit's params.yaml with the recipe
+    (and the seed) laid over it. Checked here only at HEAD: at an older commit (a parked run)
+    this code may require keys that the commit's params lack, and the commit's own stages check
+    its params before they start."""
+    check = commit == git("rev-parse", "HEAD")
+    params = recipe_params(committed_text(commit, Path("params.yaml")),
+                           committed_recipe(recipe, commit), recipe, check)
+    if seed is not None:
+        params = recipe_params(params, json.dumps({"seed": seed}), Path(f"--seed {seed}"), check)
+    return params
+
+
 def reproduce(recipe_name: str, seed: int | None = None) -> None:
     recipe = recipe_path(recipe_name)
     name = run_name(recipe_name, seed)
     parked = UNDER_WAY / name if (UNDER_WAY / name / "commit.txt").is_file() else None
     commit = parked_commit(parked) if parked else git("rev-parse", "HEAD")
-    params = recipe_params(committed_text(commit, Path("params.yaml")),
-                           committed_recipe(recipe, commit), recipe)
-    if seed is not None:
-        params = recipe_params(params, json.dumps({"seed": seed}), Path(f"--seed {seed}"))
+    params = run_params(recipe, commit, seed)
     if parked:
         print(f"note: going on with the run parked in {parked}/, at its commit",
               file=sys.stderr)
