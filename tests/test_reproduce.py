@@ -113,15 +113,21 @@ def git(root: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_only_the_committed_recipe_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    git(tmp_path, "init", "-q")
+def committed_recipe_repository(root: Path, recipe_text: str) -> tuple[Path, str]:
+    """A git repository at `root`, the working directory, holding what is there and
+    reproductions/long.yaml, committed: the recipe and the commit."""
+    git(root, "init", "-q")
     recipe = Path("reproductions/long.yaml")
     recipe.parent.mkdir()
-    recipe.write_text("epochs: 3\n")
-    git(tmp_path, "add", ".")
-    git(tmp_path, "commit", "-q", "-m", "a recipe")
-    head = git(tmp_path, "rev-parse", "HEAD")
+    recipe.write_text(recipe_text)
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "a recipe")
+    return recipe, git(root, "rev-parse", "HEAD")
+
+
+def test_only_the_committed_recipe_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe, head = committed_recipe_repository(tmp_path, "epochs: 3\n")
     assert committed_recipe(recipe, head) == "epochs: 3\n"
     recipe.write_text("epochs: 4\n")
     with pytest.raises(PipelineError, match=rf"^reproductions/long.yaml: differs from commit "
@@ -138,16 +144,10 @@ def test_a_run_parked_before_a_key_existed_goes_on_with_its_commits_params(tmp_p
     # this code requires output_bias_init; the parked run's commit predates it, and its own
     # stages (which check its params) do not know the key
     monkeypatch.chdir(tmp_path)
-    git(tmp_path, "init", "-q")
-    old = "".join(line for line in PROJECT_PARAMS.splitlines(keepends=True)
-                  if not line.startswith("output_bias_init:"))
-    Path("params.yaml").write_text(old)
-    recipe = Path("reproductions/long.yaml")
-    recipe.parent.mkdir()
-    recipe.write_text("z_dim: 3\n")
-    git(tmp_path, "add", ".")
-    git(tmp_path, "commit", "-q", "-m", "a run parked here")
-    parked = git(tmp_path, "rev-parse", "HEAD")
+    Path("params.yaml").write_text("".join(
+        line for line in PROJECT_PARAMS.splitlines(keepends=True)
+        if not line.startswith("output_bias_init:")))
+    recipe, parked = committed_recipe_repository(tmp_path, "z_dim: 3\n")
     with pytest.raises(PipelineError, match=r"^reproductions/long.yaml: output_bias_init: "
                                             r"missing$"):
         run_params(recipe, parked)  # at HEAD, this code checks them
