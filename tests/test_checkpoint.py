@@ -143,8 +143,10 @@ def test_killed_mid_epoch_twice_then_resumed_gives_the_same_bytes(tmp_path, unin
     kill_after_checkpoint(root, 1, 5)  # 5 of epoch 2's 30 chunks done
     assert resumed_at(kill_after_checkpoint(root, 1, 20)) == [
         f"resuming at epoch 2 (chunk 6) from {CHECKPOINTS}"]
-    assert resumed_at(train_to_the_end(root)) == [
+    printed = train_to_the_end(root)
+    assert resumed_at(printed) == [
         f"resuming at epoch 2 (chunk 21) from {CHECKPOINTS}", "2/3", "3/3"]
+    assert "replaying the order of the batches up to there first" in printed
     assert output_bytes(root) == uninterrupted
     assert not (root / CHECKPOINTS).exists()
 

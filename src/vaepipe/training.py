@@ -408,9 +408,12 @@ def run_epochs(trainer: Trainer, train_split, val_split, live: Live, live_dir: P
     (epochs, 10, 784)."""
     params = trainer.params
     steps_per_epoch = trainer.steps_per_epoch
+    chunks_done = start.epochs_done * chunks_per_epoch(steps_per_epoch, params) + start.chunks_done
+    if chunks_done:  # about 0.08 s an epoch of 60000 images: minutes after thousands of epochs
+        print("replaying the order of the batches up to there first: tf.data shuffles each "
+              "epoch done again", file=sys.stderr, flush=True)
     chunks = epoch_chunks(train_split.images, train_split.labels, params, trainer.strategy,
-                          start.epochs_done * chunks_per_epoch(steps_per_epoch, params)
-                          + start.chunks_done)
+                          chunks_done)
     # Each measured epoch's row of ten samples (10, 784), after the rows already drawn.
     rows = trainer.model.conditioning.sample_rows(trainer.model, params.seed,
                                                   params.measured_epochs(start.epochs_done))
