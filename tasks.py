@@ -9,6 +9,7 @@
     python3 tasks.py reproduce NAME --park       # its checkpoint, to commit and go on elsewhere
     python3 tasks.py reproduce NAME --seed N     # the same recipe with seed N: record NAME-seedN
     python3 tasks.py verify NAME                 # its committed weights scored again here
+    python3 tasks.py score NAME [--count N]      # a run under way scored from its checkpoint
 
 Each creates `.venv` on first use, installs the exact versions in requirements.lock and the
 package itself, and does nothing more on later runs unless the lock or pyproject.toml changed;
@@ -100,6 +101,7 @@ def main(argv) -> int:
         "report": ["-m", "vaepipe.report"],
         "reproduce": ["-m", "vaepipe.reproduce"],
         "verify": ["-m", "vaepipe.verify"],
+        "score": ["-m", "vaepipe.score"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)

@@ -169,7 +169,7 @@ def test_a_record_made_before_a_key_existed_verifies_with_its_default(tmp_path, 
     old["z_dim"] = 7
     record = tmp_path / "params.yaml"
     YAML().dump(old, record)
-    params = record_params(record)
+    params = record_params(record.read_text(), record)
     assert (params.z_dim, params.objective, params.train_samples, params.kl_weight,
             params.train.peer_timeout_seconds) == (7, "elbo", 1, 1.0, 120.0)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import vaepipe
+from vaepipe.errors import PipelineError
 from vaepipe.files import atomic_dir
 from vaepipe.params import Params
 from vaepipe.tf_runtime import keras, tf
@@ -170,6 +171,20 @@ class Checkpoints:
                      "fingerprint": self.fingerprint}
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         self.last_saved = time.monotonic()
+
+
+def load_weights(folder: Path, model) -> Position:
+    """The model weights of the checkpoint in `folder` put into `model` (the network of the run
+    that saved it), and how far that run had got; one line naming the folder where there is no
+    checkpoint or it does not fit the network."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+        with np.load(folder / VARIABLES_FILE, allow_pickle=False) as saved:
+            _assign(model.weights, saved, "model")
+        return Position(state["epochs_done"], state["chunks_done"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise PipelineError(f"{folder}: no checkpoint of this network "
+                            f"({type(error).__name__}: {error})") from None
 
 
 def _named(variables, prefix: str) -> dict[str, np.ndarray]:

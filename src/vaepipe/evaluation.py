@@ -223,10 +223,10 @@ def predictions_table(labels: np.ndarray, predicted: np.ndarray | None) -> pd.Da
 SPLITS = ("test", "val")  # in this order: each split's noise stream is its index
 
 
-def split_scorer(params: Params, model_dir: str | Path, device: str):
-    """The model in `model_dir` and a function scoring one split of prepared data as the
-    evaluate stage does: (metrics, predictions, the split's labels and scored images)."""
-    model = load_model(model_dir)
+def split_scorer(params: Params, model: VAE, device: str, first: int | None = None):
+    """A function scoring `model` on one split of prepared data (its first `first` images, or
+    all) as the evaluate stage does: (metrics, predictions, the split's labels and scored
+    images). The first images of a split get the same noise as in the whole split."""
     xla, why = use_xla(params.train.jit_compile, model, device=device)
     print(f"XLA: {'on' if xla else 'off'} ({why})", file=sys.stderr)
     evaluator = Evaluator(model, params.evaluate.iwae_samples, params.evaluate.batch_size,
@@ -235,16 +235,16 @@ def split_scorer(params: Params, model_dir: str | Path, device: str):
     measures = nll_measures(model, params.binarization, params.evaluate.iwae_samples)
 
     def score(prepared_dir: str | Path, split: str):
-        data = load_split(prepared_dir, split)
-        images = binarization.split(data.images, split)
-        with progress_bar(len(data.images), f"evaluating {split}", "image") as bar:
-            metrics, predicted = evaluator.evaluate(images, data.labels, SPLITS.index(split), bar)
+        data = load_split(prepared_dir, split)  # drawn whole: a Bernoulli draw is the split's
+        images, labels = binarization.split(data.images, split)[:first], data.labels[:first]
+        with progress_bar(len(images), f"evaluating {split}", "image") as bar:
+            metrics, predicted = evaluator.evaluate(images, labels, SPLITS.index(split), bar)
         m = with_nll(metrics, measures)
         accuracy = f"  accuracy {m['accuracy']:.4f}" if "accuracy" in m else ""
         print(f"{split}: elbo {m['elbo']:.2f}  iwae {m['iwae']:.2f} ± {m['iwae_stderr']:.2f} "
               f"(K={params.evaluate.iwae_samples}){accuracy}", file=sys.stderr)
-        return m, predicted, data.labels, images
-    return model, score
+        return m, predicted, labels, images
+    return score
 
 
 def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Path,
@@ -255,7 +255,8 @@ def evaluate_stage(params: Params, model_dir: str | Path, prepared_dir: str | Pa
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
     paths = [metrics_path, predictions_path, units_path]
     with staged_outputs(files=paths) as outputs, tf.device(device):
-        model, score = split_scorer(params, model_dir, device)
+        model = load_model(model_dir)
+        score = split_scorer(params, model, device)
         metrics = {}
         for split in SPLITS:
             metrics[split], predicted, labels, images = score(prepared_dir, split)

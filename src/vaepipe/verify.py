@@ -18,6 +18,7 @@ from pathlib import Path
 from vaepipe.devices import evaluation_device, set_up_tensorflow
 from vaepipe.errors import PipelineError, run_stage
 from vaepipe.evaluation import split_scorer
+from vaepipe.model import load_model
 from vaepipe.params import Params, parse_params, parse_yaml
 from vaepipe.reproduce import RECIPES, recipe_params
 from vaepipe.tf_runtime import tf
@@ -37,23 +38,29 @@ def committed_record(name: str) -> tuple[Path, dict]:
     return record, json.loads((record / "metrics.json").read_text())["test"]
 
 
-def record_params(path: Path) -> Params:
-    """A record's params, laid over today's params.yaml as a recipe is: a key added since the
-    record was made takes its value there (new keys keep the old behaviour at their defaults)."""
-    text = recipe_params(Path("params.yaml").read_text(), path.read_text(), path)
-    return parse_params(parse_yaml(text, path))
+def record_params(text: str, source: Path) -> Params:
+    """A record's params (`text`, from `source`), laid over today's params.yaml as a recipe is:
+    a key added since the record was made takes its value there (new keys keep the old
+    behaviour at their defaults)."""
+    return parse_params(parse_yaml(recipe_params(Path("params.yaml").read_text(), text, source),
+                                   source))
+
+
+def prepared_test_split() -> Path:
+    """The folder of this workspace's prepared splits, once its test split is there."""
+    if not (PREPARED / "test.npz").is_file():
+        raise PipelineError(f"{PREPARED / 'test.npz'}: missing; `python3 tasks.py repro` "
+                            f"prepares MNIST")
+    return PREPARED
 
 
 def verify(name: str) -> bool:
     record, committed = committed_record(name)
-    if not (PREPARED / "test.npz").is_file():
-        raise PipelineError(f"{PREPARED / 'test.npz'}: missing; `python3 tasks.py repro` "
-                            f"prepares MNIST")
-    params = record_params(record / "params.yaml")
+    prepared = prepared_test_split()
+    params = record_params((record / "params.yaml").read_text(), record / "params.yaml")
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
     with tf.device(device):
-        _, score = split_scorer(params, record / "model", device)
-        here = score(PREPARED, "test")[0]
+        here = split_scorer(params, load_model(record / "model"), device)(prepared, "test")[0]
     difference = here["nll"] - committed["nll"]
     agree = abs(difference) <= committed["nll_stderr"]
     print(f"{name}: test NLL {here['nll']:.3f} ± {here['nll_stderr']:.3f} here, "
