@@ -41,9 +41,13 @@ def commit(tmp_path, monkeypatch) -> str:
     return committed_recipe_repository(tmp_path, RECIPE)[1]
 
 
-def run_params(text: str = RECIPE):
-    source = Path("reproductions/long.yaml")
-    return record_params(recipe_params(Path("params.yaml").read_text(), text, source), source)
+def recipe_text(recipe: str = RECIPE) -> str:
+    """params.yaml with `recipe` laid over it, as a run's workspace holds it."""
+    return recipe_params(Path("params.yaml").read_text(), recipe, Path("reproductions/long.yaml"))
+
+
+def parsed(text: str):
+    return record_params(text, Path("reproductions/long.yaml"))
 
 
 def save_run(folder: Path, params, record: str | None = None) -> None:
@@ -72,15 +76,15 @@ def scored(params, model_dir: Path, images: int) -> str:
     alone.mkdir()
     write_npz(alone / "test.npz", first)
     metrics = split_scorer(params, load_model(model_dir), "/cpu:0")(alone, "test")[0]
-    return f"test NLL {metrics['nll']:.3f} ± {metrics['nll_stderr']:.3f}, ELBO {metrics['elbo']:.3f}"
+    return (f"test NLL {metrics['nll']:.3f} ± {metrics['nll_stderr']:.3f}, "
+            f"ELBO {metrics['elbo']:.3f}")
 
 
 def test_a_run_is_scored_from_its_workspace_checkpoint_beside_a_record_on_its_first_images(
         commit, capsys):
-    params = run_params()
+    params = parsed(recipe_text())
     Path(".reproductions/long").mkdir(parents=True)
-    Path(".reproductions/long/params.yaml").write_text(
-        recipe_params(Path("params.yaml").read_text(), RECIPE, Path("long.yaml")))
+    Path(".reproductions/long/params.yaml").write_text(recipe_text())
     save_run(WORKSPACE_CHECKPOINT, params, record="same")
     capsys.readouterr()
     score("long", None, 6, "same")
@@ -91,7 +95,7 @@ def test_a_run_is_scored_from_its_workspace_checkpoint_beside_a_record_on_its_fi
 
 
 def test_a_parked_run_is_scored_on_the_whole_split(commit, capsys):
-    params = run_params()
+    params = parsed(recipe_text())
     save_run(PARKED / "checkpoint", params, record="same")
     (PARKED / "commit.txt").write_text(f"{commit}\n")
     capsys.readouterr()
@@ -102,7 +106,7 @@ def test_a_parked_run_is_scored_on_the_whole_split(commit, capsys):
 
 
 def test_a_checkpoint_of_another_network_is_refused_in_one_line(commit):
-    save_run(PARKED / "checkpoint", run_params(RECIPE.replace("z_dim: 3", "z_dim: 4")))
+    save_run(PARKED / "checkpoint", parsed(recipe_text(RECIPE.replace("z_dim: 3", "z_dim: 4"))))
     (PARKED / "commit.txt").write_text(f"{commit}\n")
     with pytest.raises(PipelineError, match=re.escape(
             f"{PARKED / 'checkpoint'}: no checkpoint of this network (ValueError: model "

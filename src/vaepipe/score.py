@@ -55,8 +55,8 @@ def score(recipe: str, seed: int | None, count: int | None, beside: str | None) 
     record = committed_record(beside)[0] if beside else None
     prepared = prepared_test_split()
     device = evaluation_device(params.train, set_up_tensorflow(params.seed))
-    images = (f"{'the whole test split' if count is None else f'the first {count} test images'}"
-              f", K = {params.evaluate.iwae_samples}")
+    images = "the whole test split" if count is None else f"the first {count} test images"
+    images += f", K = {params.evaluate.iwae_samples}"
     with tf.device(device):
         model = VAE(**params.network_config())
         position = load_weights(folder, model)
