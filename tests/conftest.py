@@ -81,3 +81,10 @@ def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loc
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The project after `dvc repro` on tiny data, committed; one per test module."""
+    from tiny_project import build  # here: tiny_project imports this module's PROJECT_ROOT
+    return build(tmp_path_factory.mktemp("project"))

@@ -1,134 +1,26 @@
-"""The pipeline as users drive it with DVC, in a throwaway git repository built from the project.
-
-The copy differs from the project in two ways only: tiny params, and a `download` stage that
-writes tiny generated IDX files (the real one verifies the canonical MNIST hashes).
-"""
+"""The pipeline as users drive it with DVC, in a throwaway copy of the project on tiny data
+(`tiny_project`)."""
 
 import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import NAMESPACE, PROJECT_ROOT, free_ports, needs_namespaces
+from conftest import NAMESPACE, free_ports, needs_namespaces
+from tiny_project import Repo, ran_stages
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "regression.yaml", ".gitignore", "stages", "src")
-# The classifier's keys keep params.yaml's values, so that `-S conditioning=none` is accepted.
-TINY_PARAMS = {"encoder_layers": [16], "decoder_layers": [16], "z_dim": 2, "epochs": 2,
-               "batch_size": 10}
-TINY_GROUPS = {
-    "data": {"validation_size": 20},
-    "train": {"steps_per_execution": 2},
-    "evaluate": {"iwae_samples": 5, "batch_size": 10},
-    "render": {"reconstructions": 3, "traversal_steps": 3},
-}
-MAKE_TINY_RAW = """\
-import numpy as np
-from vaepipe.data import MNIST_FILES, write_idx
-from vaepipe.download import write_raw_files
-from vaepipe.files import atomic_dir
-
-rng = np.random.default_rng(0)
-sizes = (80, 80, 20, 20)
-files = {}
-for name, n in zip(MNIST_FILES, sizes):
-    shape = (n, 28, 28) if "images" in name else (n,)
-    high = 256 if "images" in name else 10
-    files[name] = write_idx(rng.integers(0, high, shape, dtype=np.uint8))
-with atomic_dir("data/raw") as out:
-    write_raw_files(out, files, ["make_tiny_raw.py"])
-"""
-STAGES = ("check_params", "download", "prepare", "train", "evaluate", "render")
 # What TensorFlow's C++ start-up prints when nothing silences it (absl's log prefix, e.g.
 # "E0000 00:00:1795593285.655665 2072 cuda_platform.cc:52] failed call to cuInit ...").
 TENSORFLOW_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:|absl::InitializeLog|cuInit",
                                  flags=re.MULTILINE)
-
-
-class Repo:
-    """A git + DVC repository in a folder, driven through the commands users type."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        venv_bin = str(Path(sys.executable).parent)
-        # TensorFlow's log level as a user's shell has it: unset, whatever this process chose.
-        inherited = {name: value for name, value in os.environ.items()
-                     if name != "TF_CPP_MIN_LOG_LEVEL"}
-        self.env = {**inherited, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
-                    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-                    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-
-    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True,
-                                text=True)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}")
-        return result
-
-    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "dvc", *args, check=check)
-
-    def commit(self, message: str) -> str:
-        self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "-m", message)
-        return self.run("git", "rev-parse", "HEAD").stdout.strip()
-
-    def metrics(self) -> dict:
-        return json.loads((self.root / "reports" / "metrics.json").read_text())
-
-
-def ran_stages(output: str) -> list[str]:
-    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
-
-
-def tiny_params(path: Path) -> None:
-    params = yaml.safe_load(path.read_text())
-    params.update(TINY_PARAMS)
-    for group, values in TINY_GROUPS.items():
-        params[group].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def tiny_download_stage(path: Path) -> None:
-    pipeline = yaml.safe_load(path.read_text())
-    pipeline["stages"]["download"] = {"cmd": "python make_tiny_raw.py",
-                                      "deps": ["make_tiny_raw.py"], "outs": ["data/raw"]}
-    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Repo:
-    """A throwaway copy of the project after `dvc repro`, committed."""
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    (root / "make_tiny_raw.py").write_text(MAKE_TINY_RAW)
-    tiny_params(root / "params.yaml")
-    tiny_download_stage(root / "dvc.yaml")
-    project = Repo(root)
-    project.run("git", "init", "-q", "-b", "main")
-    project.dvc("init", "-q")
-    project.dvc("config", "core.analytics", "false")
-    project.commit("tiny pipeline")
-    result = project.dvc("repro")
-    assert ran_stages(result.stdout) == list(STAGES)
-    project.first_repro = result
-    project.commit("tiny pipeline's results")
-    return project
 
 
 def test_repro_writes_every_output_and_leaves_a_clean_status(repo):
@@ -560,165 +452,6 @@ def test_every_member_of_the_family_trains_evaluates_and_renders(
     assert [layer["units"] for layer in layers] == list(saved.latent_sizes)
     assert saved.config["z_dim"] == objective.get("z_dim", raw["z_dim"])
 
-
-def check_verify(repo, committed: Path) -> None:
-    """`vaepipe.verify` scores the committed weights to the committed NLL on the machine that
-    made them, and fails, saying so, against an NLL moved by more than its standard error."""
-    verify = (sys.executable, "-m", "vaepipe.verify", "tiny")
-    metrics = json.loads(committed.read_text())
-    nll, stderr = metrics["test"]["nll"], metrics["test"]["nll_stderr"]
-    agreed = repo.run(*verify)
-    assert agreed.stdout == (f"tiny: test NLL {nll:.3f} ± {stderr:.3f} here, {nll:.3f} ± "
-                             f"{stderr:.3f} committed: a difference of +0.0000 nats, within one "
-                             f"standard error\n")
-    metrics["test"]["nll"] = nll - 2 * stderr
-    committed.write_text(json.dumps(metrics))
-    moved = repo.run(*verify, check=False)
-    assert moved.returncode == 1 and moved.stdout.endswith("nats, OUTSIDE one standard error\n")
-    missing = repo.run(sys.executable, "-m", "vaepipe.verify", "nothing", check=False)
-    assert (missing.returncode, missing.stderr) == (
-        1, "error: reproductions/nothing: no such record (there are: tiny)\n")
-
-
-def test_reproduce_runs_a_recipe_in_its_own_clone_and_keeps_its_record(repo):
-    watched = ("reports/metrics.json", "dvc.lock", "params.yaml", "models/vae/model.weights.h5")
-    before = {name: (repo.root / name).read_bytes() for name in watched}
-    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
-    recipe = repo.root / "reproductions" / "tiny.yaml"
-    recipe.parent.mkdir()
-    recipe.write_text("z_dim: 3\nevaluate:\n  iwae_samples: 7\n")
-    reproduce = (sys.executable, "-m", "vaepipe.reproduce", "tiny")
-    kept = repo.root / "reproductions" / "tiny"
-    try:
-        refused = repo.run(*reproduce, check=False)
-        assert (refused.returncode, refused.stderr) == (1, (
-            "error: reproductions/tiny.yaml: not committed; commit it first (a run records the "
-            "commit whose recipe it ran)\n"))
-        head = repo.commit("a recipe")
-        repo.run(*reproduce)
-        assert sorted(path.name for path in kept.iterdir()) == [
-            "commit.txt", "dvc.lock", "latent_units.json", "latent_units.png", "loss_curves.png",
-            "metrics.json", "model", "params.yaml", "sample_grid.png", "timing.json",
-            "train_metrics.json"]
-        epochs = yaml.safe_load((kept / "params.yaml").read_text())["epochs"]
-        timing = json.loads((kept / "timing.json").read_text())
-        [sitting] = timing["sittings"]
-        assert (sitting["from_epoch"], sitting["to_epoch"]) == (0, epochs)
-        assert 0 < sitting["seconds"] == timing["train_seconds"]
-        assert timing["epochs_timed"] == epochs
-        workspace_model = repo.root / ".reproductions" / "tiny" / "models" / "vae"
-        for name in ("config.json", "model.weights.h5"):
-            assert (kept / "model" / name).read_bytes() == (workspace_model / name).read_bytes()
-        params = yaml.safe_load((kept / "params.yaml").read_text())
-        assert (params["z_dim"], params["evaluate"]["iwae_samples"]) == (3, 7)
-        metrics = json.loads((kept / "metrics.json").read_text())
-        assert "at K = 7" in metrics["test"]["nll_measures"]
-        assert (kept / "commit.txt").read_text() == f"{head}\n"
-        assert {name: (repo.root / name).read_bytes() for name in watched} == before
-        again = repo.run(*reproduce)
-        assert "Running stage" not in again.stdout  # done: nothing reruns
-        assert json.loads((kept / "timing.json").read_text()) == timing  # and no sitting
-        check_verify(repo, kept / "metrics.json")
-
-        # A key taken out of the recipe is gone from the next run, in the same workspace.
-        recipe.write_text("z_dim: 3\n")
-        assert "differs from commit" in repo.run(*reproduce, check=False).stderr
-        head = repo.commit("the recipe without its K")
-        third = repo.run(*reproduce)
-        assert "Running stage 'evaluate'" in third.stdout
-        params = yaml.safe_load((kept / "params.yaml").read_text())
-        assert params["evaluate"] == TINY_GROUPS["evaluate"]
-        assert (kept / "commit.txt").read_text() == f"{head}\n"
-    finally:
-        repo.run("git", "reset", "-q", "--hard", base)
-        shutil.rmtree(repo.root / "reproductions", ignore_errors=True)
-        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
-
-
-def test_reproduce_with_another_seed_keeps_a_record_of_its_own(repo):
-    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
-    recipes = repo.root / "reproductions"
-    recipes.mkdir()
-    (recipes / "tiny.yaml").write_text("z_dim: 3\nepochs: 2\n")
-    reproduce = (sys.executable, "-m", "vaepipe.reproduce", "tiny")
-    try:
-        head = repo.commit("a recipe")
-        assert repo.run(*reproduce, "--seed", "5", "--park", check=False).stderr == (
-            "error: .reproductions/tiny-seed5/.checkpoints/train: no checkpoint to park "
-            "(`tasks.py reproduce tiny --seed 5` makes one)\n")
-        ran = repo.run(*reproduce, "--seed", "5")
-        assert f"reproducing tiny-seed5 at commit {head[:10]}" in ran.stderr
-        kept = recipes / "tiny-seed5"
-        params = yaml.safe_load((kept / "params.yaml").read_text())
-        assert (params["seed"], params["z_dim"], params["epochs"]) == (5, 3, 2)
-        assert (kept / "commit.txt").read_text() == f"{head}\n"
-        assert not (recipes / "tiny").exists()
-        workspace = yaml.safe_load(
-            (repo.root / ".reproductions" / "tiny-seed5" / "params.yaml").read_text())
-        assert workspace["seed"] == 5
-        assert repo.run(sys.executable, "-m", "vaepipe.verify", "tiny-seed5").stdout.startswith(
-            "tiny-seed5: test NLL ")
-        refused = repo.run(*reproduce, "--seed", "-1", check=False)
-        assert refused.returncode == 1 and refused.stderr.startswith("error: --seed -1: seed")
-    finally:
-        repo.run("git", "reset", "-q", "--hard", base)
-        shutil.rmtree(recipes, ignore_errors=True)
-        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
-
-
-def test_a_parked_run_goes_on_in_a_new_clone_at_its_commit_to_the_same_bytes(repo):
-    """Stopped, parked and committed, then continued where no workspace is left (a new
-    machine): the record names the run's commit and holds the weights of an unbroken run."""
-    base = repo.run("git", "rev-parse", "HEAD").stdout.strip()
-    recipes = repo.root / "reproductions"
-    recipes.mkdir()
-    for name in ("long", "unbroken"):
-        (recipes / f"{name}.yaml").write_text("epochs: 5\ntrain:\n  checkpoint_every: 1\n")
-    reproduce = (sys.executable, "-m", "vaepipe.reproduce")
-    parked = recipes / "under_way" / "long"
-    try:
-        started = repo.commit("two recipes")
-        assert repo.run(*reproduce, "long", "--park", check=False).stderr == (
-            "error: .reproductions/long/.checkpoints/train: no checkpoint to park "
-            "(`tasks.py reproduce long` makes one)\n")
-        process = subprocess.Popen([*reproduce, "long"], cwd=repo.root, env=repo.env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
-        epochs = 0
-        for line in process.stderr:
-            epochs += line.startswith("epoch ")
-            if epochs == 3:
-                break
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the train stage saves a checkpoint
-        process.communicate(timeout=60)
-        assert process.returncode != 0
-        assert "after 3 epochs" in repo.run(*reproduce, "long", "--park").stderr
-        assert (parked / "commit.txt").read_text() == f"{started}\n"
-        [stopped] = json.loads((parked / "timing.json").read_text())["sittings"]
-        assert (stopped["from_epoch"], stopped["to_epoch"]) == (0, 3)
-        repo.commit("the run of long, parked")
-        shutil.rmtree(repo.root / ".reproductions")
-
-        went_on = repo.run(*reproduce, "long")
-        assert f"going on with the run parked in {parked.relative_to(repo.root)}/" in (
-            went_on.stderr)
-        assert "resuming at epoch 4 " in went_on.stderr
-        assert not parked.exists()
-        assert (recipes / "long" / "commit.txt").read_text() == f"{started}\n"
-        timing = json.loads((recipes / "long" / "timing.json").read_text())
-        assert [(sitting["from_epoch"], sitting["to_epoch"]) for sitting in
-                timing["sittings"]] == [(0, 3), (3, 5)]
-        assert timing["epochs_timed"] == 5
-        assert timing["train_seconds"] == pytest.approx(
-            sum(sitting["seconds"] for sitting in timing["sittings"]), abs=0.1)
-        repo.run(*reproduce, "unbroken")
-        for kept in ("model/model.weights.h5", "train_metrics.json", "metrics.json"):
-            assert (recipes / "long" / kept).read_bytes() == (
-                recipes / "unbroken" / kept).read_bytes()
-    finally:
-        repo.run("git", "reset", "-q", "--hard", base)
-        shutil.rmtree(recipes, ignore_errors=True)
-        shutil.rmtree(repo.root / ".reproductions", ignore_errors=True)
 
 
 def experiment_metrics(machine: Repo) -> dict:

@@ -19,8 +19,6 @@ from dvc_render.base import Renderer
 from vaepipe.errors import PipelineError
 from vaepipe.report import plot_ids
 
-from test_pipeline import repo  # noqa: F401 (the tiny project after `dvc repro`, committed)
-
 # Every request for anything but a file goes to a proxy on a closed port, loopback included.
 NO_NETWORK = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
 PROBE = """<!DOCTYPE html>
