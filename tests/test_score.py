@@ -27,6 +27,7 @@ RECIPE = ("encoder_layers: [16]\ndecoder_layers: [16]\nz_dim: 3\nlikelihood: ber
           "evaluate:\n  iwae_samples: 20\n  batch_size: 4\n")
 WORKSPACE_CHECKPOINT = Path(".reproductions/long/.checkpoints/train")
 PARKED = Path("reproductions/under_way/long")
+RECIPE_FILE = Path("reproductions/long.yaml")
 
 
 @pytest.fixture
@@ -43,11 +44,11 @@ def commit(tmp_path, monkeypatch) -> str:
 
 def recipe_text(recipe: str = RECIPE) -> str:
     """params.yaml with `recipe` laid over it, as a run's workspace holds it."""
-    return recipe_params(Path("params.yaml").read_text(), recipe, Path("reproductions/long.yaml"))
+    return recipe_params(Path("params.yaml").read_text(), recipe, RECIPE_FILE)
 
 
 def parsed(text: str):
-    return record_params(text, Path("reproductions/long.yaml"))
+    return record_params(text, RECIPE_FILE)
 
 
 def save_run(folder: Path, params, record: str | None = None) -> None:
